@@ -1,0 +1,1 @@
+"""The ``bdekit`` command line: a thin layer of click commands over the library."""

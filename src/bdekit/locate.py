@@ -1,0 +1,90 @@
+"""Finding the BitLocker volume inside an image: bare volume, or a partition of a disk.
+
+An image is either a bare volume (sector 0 is the BitLocker header) or a disk with an MBR or
+GPT partition table (see :mod:`bdekit.partitions`). ``--offset`` or ``--partition`` choose
+explicitly; otherwise the single BitLocker partition is used and several are an error listing
+them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+from bdekit.errors import BdeError, NotBitLockerError, UsageError
+from bdekit.metadata import parse_volume_header
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Candidate:
+    index: int | None
+    offset: int
+    size: int
+    kind: str  # header kind, or "" when not BitLocker
+    description: str
+
+
+def is_bitlocker(sector: bytes) -> str:
+    """Header kind ("win7", "eow", "togo", "vista") if ``sector`` is a BitLocker header."""
+    try:
+        return parse_volume_header(sector).kind
+    except BdeError:
+        return ""
+
+
+def scan_partitions(source: Any) -> list[tuple[Any, str]]:
+    """Every partition of the disk with its BitLocker header kind ("" if not BitLocker)."""
+    from bdekit.partitions import read_partition_table
+
+    out = []
+    for part in read_partition_table(source):
+        sector = source.read_at(part.offset, 512) if part.offset < source.size else b""
+        out.append((part, is_bitlocker(sector)))
+    return out
+
+
+def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = None,
+                  partition: int | None = None) -> Any:
+    """An image source positioned on the BitLocker volume."""
+    from bdekit.sources import SliceSource, open_source
+
+    source = path if hasattr(path, "read_at") else open_source(path)
+    name = getattr(source, "path", str(path))
+    if offset is not None and partition is not None:
+        raise UsageError("give --offset or --partition, not both")
+    if offset is not None:
+        if offset < 0 or offset >= source.size:
+            raise UsageError(f"--offset {offset} is outside the image ({source.size} bytes)",
+                             path=name)
+        return SliceSource(source, offset, source.size - offset)
+    head = source.read_at(0, 512)
+    if partition is None and is_bitlocker(head):
+        return source
+    parts = scan_partitions(source)
+    if partition is not None:
+        for part, _kind in parts:
+            if part.index == partition:
+                return SliceSource(source, part.offset, part.size)
+        listing = ", ".join(str(p.index) for p, _ in parts) or "none"
+        raise UsageError(f"no partition {partition} (partitions: {listing})", path=name)
+    bitlocker = [(p, k) for p, k in parts if k]
+    if len(bitlocker) == 1:
+        part = bitlocker[0][0]
+        log.info("using partition %d at offset %d (%s)", part.index, part.offset,
+                 bitlocker[0][1])
+        return SliceSource(source, part.offset, part.size)
+    if len(bitlocker) > 1:
+        listing = "; ".join(f"partition {p.index} at offset {p.offset} ({p.size} bytes)"
+                            for p, _ in bitlocker)
+        raise UsageError(f"several BitLocker partitions, choose one with --partition: {listing}",
+                         path=name)
+    if parts:
+        raise NotBitLockerError(f"none of the {len(parts)} partitions is a BitLocker volume",
+                                path=name, offset=0)
+    # no partition table: let the volume header parser explain what it found
+    parse_volume_header(head, name)
+    return source

@@ -1,0 +1,628 @@
+"""The decrypted view of a BitLocker volume: a read planner and a file-like stream.
+
+The volume a user sees differs from the bytes on disk in a few places, all handled by planning
+each read as *runs* before any byte is read:
+
+* ``RELOCATED`` — Windows 7+: the first ``virtualized sectors`` of the volume (the original
+  boot sector and what follows it) are served from the relocated header block, decrypted with
+  the relocated (physical) positions as IV / tweak.
+* ``VISTA_HEADER`` — Vista: sector 0 is the BitLocker header with its OEM field turned back
+  into ``NTFS    `` and the u64 at 0x38 replaced by the MFT mirror cluster of the block header;
+  the rest of the first 8 KiB is plaintext.
+* ``ZERO`` — the metadata copies (64 KiB each on v2, 16 KiB rounded to the cluster on v1), the
+  relocated header block itself, and on used-space-only volumes the EOW information blocks,
+  bitmaps and conversion logs.
+* ``PLAIN`` / ``ENCRYPTED`` — partly converted volumes: below the state offset encrypted, at or
+  above it plaintext; on used-space-only (EOW) volumes, per chunk by the current bitmap record
+  (one bit per chunk, LSB first, set = encrypted).
+* ``MISSING`` — ranges whose ciphertext lies beyond the end of the image (truncated capture).
+
+The map from volume offsets to runs is built once when the volume opens (a sorted list of
+segments), so planning a read is a bisect and a slice: cheap enough for 20,000+ random 4 KiB
+reads a second. Decryption goes through :mod:`bdekit.ciphers` over whole runs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import enum
+import io
+import logging
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from bdekit import ciphers, keys, structs
+from bdekit.constants import DatumType, EncryptionMethod, VolumeState
+from bdekit.errors import BdeError, FormatError, WrongKeyError
+from bdekit.metadata import (
+    V1_METADATA_REGION,
+    V2_METADATA_REGION,
+    Metadata,
+    read_metadata,
+)
+from bdekit.protectors import Secrets, UnlockResult, protectors_of, unlock, unwrap_key
+
+log = logging.getLogger(__name__)
+
+
+class RunKind(enum.Enum):
+    PLAIN = "plain"
+    ENCRYPTED = "encrypted"
+    RELOCATED = "relocated"
+    VISTA_HEADER = "vista-header"
+    ZERO = "zero"
+    MISSING = "missing"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    kind: RunKind
+    offset: int  # in the volume
+    length: int
+    source: int  # where the bytes lie in the image (physical offset in the volume)
+    encrypted: bool  # whether ``source`` holds ciphertext
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    start: int
+    kind: RunKind
+    delta: int  # source = offset + delta
+    encrypted: bool
+
+
+class SegmentMap:
+    """Non-overlapping segments covering [0, size), painted in layers."""
+
+    def __init__(self, size: int, kind: RunKind, encrypted: bool) -> None:
+        self.size = size
+        self.starts: list[int] = [0]
+        self.segs: list[Segment] = [Segment(0, kind, 0, encrypted)]
+
+    def paint(self, start: int, end: int, kind: RunKind, delta: int, encrypted: bool) -> None:
+        """Overlay [start, end) with one segment; what lies after ``end`` continues as before."""
+        start = max(0, start)
+        end = min(self.size, end)
+        if start >= end:
+            return
+        tail = self.segs[bisect.bisect_right(self.starts, end) - 1]
+        lo = bisect.bisect_left(self.starts, start)
+        hi = bisect.bisect_left(self.starts, end)
+        new = [Segment(start, kind, delta, encrypted)]
+        if end < self.size and (hi == len(self.starts) or self.starts[hi] != end):
+            new.append(Segment(end, tail.kind, tail.delta, tail.encrypted))
+        self.segs[lo:hi] = new
+        self.starts[lo:hi] = [s.start for s in new]
+
+    def runs(self, offset: int, length: int) -> Iterator[Run]:
+        end = min(offset + length, self.size)
+        i = bisect.bisect_right(self.starts, offset) - 1
+        pos = offset
+        while pos < end:
+            seg = self.segs[i]
+            seg_end = self.starts[i + 1] if i + 1 < len(self.starts) else self.size
+            stop = min(seg_end, end)
+            yield Run(seg.kind, pos, stop - pos, pos + seg.delta, seg.encrypted)
+            pos = stop
+            i += 1
+
+    def __len__(self) -> int:
+        return len(self.segs)
+
+
+def merge_runs(runs: Iterator[Run]) -> list[Run]:
+    """Join adjacent runs of the same kind whose sources are contiguous."""
+    out: list[Run] = []
+    for run in runs:
+        if out:
+            last = out[-1]
+            if (last.kind == run.kind and last.encrypted == run.encrypted
+                    and last.end == run.offset and last.source + last.length == run.source):
+                out[-1] = dataclasses.replace(last, length=last.length + run.length)
+                continue
+        out.append(run)
+    return out
+
+
+@dataclasses.dataclass
+class EowLayout:
+    """Used-space-only bitmaps: per region, chunk runs with their encryption state."""
+
+    chunk_size: int
+    regions: list[tuple[int, int, bytes, int]]  # (offset, size, bitmap, bits)
+    reserved: list[tuple[int, int]]  # (offset, length) of EOW structures and conversion logs
+
+
+def read_eow(read: Any, offsets: list[int], sector_size: int,
+             path: str | None = None) -> EowLayout | None:
+    """Read the first valid EOW information block and its bitmaps' current records."""
+    for off in offsets:
+        if not off:
+            continue
+        head = read(off, 0x1000)
+        if head[:8] != b"FVE-EOW\x00":
+            log.warning("EOW information at %d: bad signature", off)
+            continue
+        try:
+            info = structs.EOW_INFORMATION.parse(head)
+        except Exception:  # construct errors on a damaged block
+            log.warning("EOW information at %d does not parse", off)
+            continue
+        check = bytearray(head[:info.size])
+        check[36:40] = b"\0\0\0\0"
+        if zlib.crc32(check) != info.crc32:
+            log.warning("EOW information at %d: CRC mismatch", off)
+            continue
+        regions: list[tuple[int, int, bytes, int]] = []
+        reserved: list[tuple[int, int]] = []
+        for eow_off in info.eow_offsets:
+            reserved.append((int(eow_off), _round_up(info.size, sector_size)))
+        for bm_off in info.bitmap_offsets:
+            data = read(bm_off, 0x2000)
+            try:
+                bm = structs.EOW_BITMAP_BLOCK.parse(data)
+            except Exception:
+                raise FormatError("EOW bitmap block does not parse", path=path,
+                                  offset=int(bm_off)) from None
+            reserved.append((int(bm_off), int(bm.size)))
+            reserved.append((int(bm.conversion_log_offset), int(info.conversion_log_size)))
+            best = None
+            for rec_off in bm.record_offsets:
+                rec_data = data[rec_off:rec_off + bm.record_size]
+                try:
+                    rec = structs.EOW_BITMAP_RECORD.parse(rec_data)
+                except Exception:
+                    continue
+                check = bytearray(rec_data)
+                check[32:36] = b"\0\0\0\0"
+                if zlib.crc32(check) != rec.crc32:
+                    continue
+                if best is None or rec.sequence > best.sequence:
+                    best = rec
+            if best is None:
+                raise FormatError("EOW bitmap block has no valid record", path=path,
+                                  offset=int(bm_off))
+            regions.append((int(bm.region_offset), int(bm.region_size), bytes(best.bitmap),
+                            int(best.bitmap_size)))
+        return EowLayout(int(info.chunk_size), regions, reserved)
+    return None
+
+
+def _round_up(value: int, align: int) -> int:
+    return -(-value // align) * align
+
+
+def boot_sector_size(sector: bytes) -> int | None:
+    """Volume size in bytes from an NTFS or FAT boot sector's BPB, or None."""
+    if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
+        return None
+    bpb = structs.BOOT_SECTOR_PREFIX.parse(sector)
+    bps = bpb.bytes_per_sector
+    if bps not in (512, 1024, 2048, 4096):
+        return None
+    if bpb.oem_id == b"NTFS    ":
+        return int((bpb.total_sectors_64 + 1) * bps) if bpb.total_sectors_64 else None
+    total = bpb.total_sectors_16 or bpb.total_sectors_32
+    return int(total * bps) if total else None
+
+
+class BdeVolume:
+    """An opened (and, once :meth:`unlock` succeeded, readable) BitLocker volume.
+
+    ``source`` is any object with ``size``, ``read_at(offset, length)`` and
+    ``readinto_at(offset, buffer)`` (see :mod:`bdekit.sources`).
+    """
+
+    def __init__(self, source: Any, *, path: str | None = None,
+                 metadata: Metadata | None = None) -> None:
+        self.source = source
+        self.path = path or getattr(source, "path", None)
+        self.image_size: int = int(source.size)
+        self.metadata = metadata or read_metadata(self._read, self.path, self.image_size)
+        self.header = self.metadata.header
+        self.sector_size = self.header.bytes_per_sector
+        self.unlocked: UnlockResult | None = None
+        self.cipher: ciphers.SectorCipher | None = None
+        self.volume_size: int = self.image_size
+        self.size_source = "image"
+        self.map: SegmentMap | None = None
+        self.eow: EowLayout | None = None
+
+    # -- raw access -----------------------------------------------------------------------
+    def _read(self, offset: int, length: int) -> bytes:
+        if offset >= self.image_size:
+            return b""
+        return bytes(self.source.read_at(offset, min(length, self.image_size - offset)))
+
+    @property
+    def protectors(self) -> list[Any]:
+        return protectors_of(self.metadata)
+
+    # -- unlocking --------------------------------------------------------------------------
+    def unlock(self, secrets: Secrets, **kwargs: Any) -> UnlockResult:
+        result = unlock(self.metadata, secrets, path=self.path, **kwargs)
+        self.set_key(result)
+        return result
+
+    def set_key(self, result: UnlockResult) -> None:
+        self.unlocked = result
+        method = result.method
+        if self.metadata.state == VolumeState.DECRYPTED and method == EncryptionMethod.NONE:
+            self.cipher = None
+        else:
+            self.cipher = ciphers.make_cipher(method, result.fvek, self.sector_size)
+        self.verify_integrity()
+        self._build_map()
+
+    def verify_integrity(self) -> None:
+        """Check each copy's SHA-256 validation datum with the VMK (when known)."""
+        vmk = self.unlocked.vmk if self.unlocked else None
+        for copy in self.metadata.copies:
+            if not copy.usable:
+                continue
+            if vmk is None or copy.validation is None:
+                copy.integrity = "unavailable"
+                continue
+            try:
+                inner = unwrap_key(copy.validation, vmk)
+            except (WrongKeyError, BdeError):
+                copy.integrity = "mismatch"
+                continue
+            import hashlib
+
+            digest = bytes(inner.body.key) if inner.type == DatumType.KEY else b""
+            copy.integrity = "ok" if digest == hashlib.sha256(copy.block).digest() else "mismatch"
+            if copy.integrity != "ok":
+                log.warning("metadata copy %d at offset %d fails its SHA-256 integrity check",
+                            copy.index, copy.offset)
+
+    # -- layout -----------------------------------------------------------------------------
+    def _build_map(self) -> None:
+        md = self.metadata
+        ss = self.sector_size
+        self.volume_size, self.size_source = self._volume_size()
+        size = self.volume_size
+        decrypted = md.state == VolumeState.DECRYPTED or self.cipher is None
+        smap = SegmentMap(size, RunKind.PLAIN if decrypted else RunKind.ENCRYPTED, not decrypted)
+        if not decrypted:
+            self.eow = read_eow(self._read, self.header.eow_offsets, ss, self.path) \
+                if self.header.eow_offsets else None
+            if self.eow is not None:
+                for region_off, region_size, bitmap, bits in self.eow.regions:
+                    for start, end, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
+                        a = region_off + start
+                        b = region_off + min(end, region_size)
+                        if not enc:
+                            smap.paint(a, b, RunKind.PLAIN, 0, False)
+            else:
+                state_offset = int(md.block_header.state_offset)
+                if state_offset and md.version >= 2 and state_offset < size:
+                    smap.paint(state_offset, size, RunKind.PLAIN, 0, False)
+        # zero regions
+        for start, length in self.reserved_regions():
+            smap.paint(start, start + length, RunKind.ZERO, 0, False)
+        # header
+        if md.version == 1:
+            smap.paint(0, ss, RunKind.VISTA_HEADER, 0, False)
+            smap.paint(ss, 0x2000, RunKind.PLAIN, 0, False)
+        else:
+            virt = md.virtualization
+            if virt is not None:
+                voff, vsize = virt
+                nvirt = int(md.block_header.virtualized_sectors) * ss or vsize
+                # the relocated sectors keep the encryption state of where they lie
+                enc_runs = self._state_runs(smap, voff, nvirt, decrypted)
+                for a, b, enc in enc_runs:
+                    smap.paint(a - voff, b - voff, RunKind.RELOCATED, voff, enc)
+        # missing tail: whatever lies beyond the image
+        if self.image_size < size:
+            self._paint_missing(smap)
+        self.map = smap
+        log.debug("volume map: %d segments over %d bytes", len(smap), size)
+
+    def _state_runs(self, smap: SegmentMap, start: int, length: int,
+                    decrypted: bool) -> list[tuple[int, int, bool]]:
+        if decrypted:
+            return [(start, start + length, False)]
+        out = []
+        pos = start
+        end = start + length
+        if self.eow is not None:
+            for region_off, region_size, bitmap, bits in self.eow.regions:
+                if region_off <= pos < region_off + region_size:
+                    for a, b, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
+                        a += region_off
+                        b = min(b + region_off, region_off + region_size)
+                        lo, hi = max(a, pos), min(b, end)
+                        if lo < hi:
+                            out.append((lo, hi, enc))
+                    return out
+        return [(start, end, True)]
+
+    def _paint_missing(self, smap: SegmentMap) -> None:
+        fixes = []
+        for i, seg in enumerate(smap.segs):
+            seg_end = smap.starts[i + 1] if i + 1 < len(smap.starts) else smap.size
+            if seg.kind == RunKind.ZERO:
+                continue
+            src_start = seg.start + seg.delta
+            src_end = seg_end + seg.delta
+            if src_end > self.image_size:
+                missing_from = max(src_start, self.image_size) - seg.delta
+                fixes.append((missing_from, seg_end))
+        for a, b in fixes:
+            smap.paint(a, b, RunKind.MISSING, 0, False)
+
+    def reserved_regions(self) -> list[tuple[int, int]]:
+        md = self.metadata
+        ss = self.sector_size
+        regions: list[tuple[int, int]] = []
+        if md.version == 1:
+            cluster = self.header.cluster_size
+            region = _round_up(V1_METADATA_REGION, cluster)
+        else:
+            region = _round_up(V2_METADATA_REGION, ss)
+        offsets = [int(o) for o in md.block_header.metadata_offsets]
+        regions += [(o, region) for o in offsets if o]
+        if md.version >= 2:
+            virt = md.virtualization
+            if virt is not None:
+                nsec = int(md.block_header.virtualized_sectors) or 1
+                regions.append((virt[0], nsec * ss))
+        if self.eow is not None:
+            regions += self.eow.reserved
+        elif self.header.eow_offsets and md.state == VolumeState.DECRYPTED:
+            eow = read_eow(self._read, self.header.eow_offsets, ss, self.path)
+            if eow is not None:
+                regions += eow.reserved
+        if md.state == VolumeState.SWITCHING_DIRTY and md.block_header.state_size:
+            regions.append((int(md.block_header.state_offset), int(md.block_header.state_size)))
+        return sorted(regions)
+
+    def _volume_size(self) -> tuple[int, str]:
+        md = self.metadata
+        ss = self.sector_size
+        try:
+            if md.version == 1:
+                first = bytearray(self._read(0, ss))
+                first[3:11] = b"NTFS    "
+                size = boot_sector_size(bytes(first))
+            else:
+                virt = md.virtualization
+                if virt is None:
+                    return self.image_size, "image"
+                raw = self._read(virt[0], ss)
+                if len(raw) < ss:
+                    return self.image_size, "image"
+                buf = bytearray(ss)
+                if self.cipher is not None and self._relocated_encrypted(virt[0]):
+                    self.cipher.decrypt(raw, buf, virt[0])
+                else:
+                    buf[:] = raw
+                size = boot_sector_size(bytes(buf))
+        except BdeError:
+            size = None
+        if size:
+            return size, "boot sector"
+        return self.image_size, "image"
+
+    def _relocated_encrypted(self, offset: int) -> bool:
+        if self.metadata.state == VolumeState.DECRYPTED:
+            return False
+        if self.header.eow_offsets:
+            eow = read_eow(self._read, self.header.eow_offsets, self.sector_size, self.path)
+            if eow is not None:
+                for region_off, region_size, bitmap, bits in eow.regions:
+                    if region_off <= offset < region_off + region_size:
+                        chunk = (offset - region_off) // eow.chunk_size
+                        return chunk < bits and bool(bitmap[chunk // 8] >> (chunk % 8) & 1)
+        return True
+
+    # -- reading ----------------------------------------------------------------------------
+    def plan(self, offset: int, length: int) -> list[Run]:
+        if self.map is None:
+            raise BdeError("volume is locked: unlock it first", path=self.path)
+        return merge_runs(self.map.runs(offset, length))
+
+    def read_into(self, offset: int, buf: memoryview | bytearray) -> int:
+        """Fill ``buf`` with decrypted bytes from ``offset``; returns bytes filled (short at the
+        end of the volume). Missing ranges read as zeros. Safe from several threads."""
+        mv = memoryview(buf).cast("B")
+        length = min(len(mv), max(0, self.volume_size - offset))
+        if length <= 0:
+            return 0
+        ss = self.sector_size
+        a = offset - offset % ss
+        b = _round_up(offset + length, ss)
+        if a == offset and b == offset + length:
+            self._read_aligned(a, mv[:length])
+        else:
+            tmp = bytearray(b - a)
+            self._read_aligned(a, memoryview(tmp))
+            mv[:length] = tmp[offset - a:offset - a + length]
+        return length
+
+    def _read_aligned(self, offset: int, out: memoryview) -> None:
+        pos = 0
+        for run in self.plan(offset, len(out)):
+            dst = out[pos:pos + run.length]
+            pos += run.length
+            kind = run.kind
+            if kind in (RunKind.ZERO, RunKind.MISSING):
+                dst[:] = bytes(len(dst)) if len(dst) < 65536 else b"\0" * len(dst)
+                continue
+            n = self._fill(run.source, dst)
+            if n < len(dst):
+                dst[n:] = b"\0" * (len(dst) - n)
+            if kind == RunKind.VISTA_HEADER:
+                dst[3:11] = b"NTFS    "
+                dst[0x38:0x40] = int(self.metadata.block_header.virtualized_offset).to_bytes(
+                    8, "little")
+            elif run.encrypted and self.cipher is not None:
+                self.cipher.decrypt(dst, dst, run.source)
+
+    def _fill(self, source_offset: int, dst: memoryview) -> int:
+        return int(self.source.readinto_at(source_offset, dst))
+
+    def open(self) -> DecryptedStream:
+        return DecryptedStream(self)
+
+    def describe(self) -> dict[str, Any]:
+        md = self.metadata
+        bh = md.block_header
+        out: dict[str, Any] = {
+            "path": self.path,
+            "metadata_version": md.version,
+            "header_kind": self.header.kind,
+            "encryption_method": md.method_name,
+            "encryption_method_id": md.method,
+            "volume_guid": str(md.volume_guid).upper(),
+            "created": _iso(md.dataset.creation_time),
+            "description": md.description,
+            "state": md.state_name,
+            "next_state": int(bh.next_state),
+            "state_offset": int(bh.state_offset),
+            "sector_size": self.sector_size,
+            "image_size": self.image_size,
+            "volume_size": self.volume_size if self.unlocked else None,
+            "volume_size_source": self.size_source if self.unlocked else None,
+            "metadata_source": md.source,
+            "metadata_copy_used": md.best.index,
+            "metadata_copies": [c.describe() for c in md.copies],
+            "relocated_header": list(md.virtualization) if md.virtualization else None,
+            "used_space_only": bool(self.header.eow_offsets),
+            "protectors": [p.describe() for p in self.protectors],
+        }
+        return out
+
+
+def _iso(filetime: int) -> str | None:
+    from bdekit.metadata import filetime_to_datetime
+
+    value = filetime_to_datetime(int(filetime))
+    return value.isoformat() if value else None
+
+
+def _bitmap_runs(bitmap: bytes, bits: int, chunk: int) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, encrypted) byte runs of a bitmap, LSB first, set = encrypted."""
+    if bits <= 0:
+        return
+    import numpy as np
+
+    arr = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")[:bits]
+    change = np.flatnonzero(np.diff(arr)) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [bits]))
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield s * chunk, e * chunk, bool(arr[s])
+
+
+class DecryptedStream(io.RawIOBase):
+    """A read-only, seekable file object over the decrypted volume.
+
+    ``readinto`` takes the stream's lock only to claim the position, so several threads may
+    share one stream (each read is positional underneath); ``pread`` never touches the position.
+    """
+
+    def __init__(self, volume: BdeVolume) -> None:
+        super().__init__()
+        self.volume = volume
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return self.volume.volume_size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        with self._lock:
+            if whence == os.SEEK_SET:
+                pos = offset
+            elif whence == os.SEEK_CUR:
+                pos = self._pos + offset
+            elif whence == os.SEEK_END:
+                pos = self.size + offset
+            else:
+                raise ValueError(f"invalid whence {whence}")
+            if pos < 0:
+                raise ValueError("negative seek position")
+            self._pos = pos
+            return pos
+
+    def readinto(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
+        mv = memoryview(b).cast("B")
+        with self._lock:
+            pos = self._pos
+            n = max(0, min(len(mv), self.size - pos))
+            self._pos = pos + n
+        if n == 0:
+            return 0
+        return self.volume.read_into(pos, mv[:n])
+
+    def pread(self, length: int, offset: int) -> bytes:
+        buf = bytearray(max(0, min(length, self.size - offset)))
+        self.volume.read_into(offset, buf)
+        return bytes(buf)
+
+
+def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None = None,
+                recovery_password: str | None = None, password: str | None = None,
+                bek: str | os.PathLike[str] | None = None, fvek: bytes | str | None = None,
+                vmk: bytes | str | None = None, offset: int | None = None,
+                partition: int | None = None) -> DecryptedStream:
+    """Open a BitLocker image and return its decrypted volume as a file object.
+
+    ``path`` may be a path (raw, split, E01, VHD/VHDX; a partitioned disk with ``offset`` or
+    ``partition``, or the single BitLocker partition) or an image source object.
+    """
+    from bdekit.protectors import read_bek
+
+    sec = secrets or Secrets()
+    if recovery_password:
+        sec.recovery_passwords.append(recovery_password)
+    if password:
+        sec.passwords.append(password)
+    if bek:
+        sec.beks.append(read_bek(bek))
+    if fvek:
+        sec.fvek = bytes.fromhex(fvek) if isinstance(fvek, str) else fvek
+    if vmk:
+        sec.vmk = bytes.fromhex(vmk) if isinstance(vmk, str) else vmk
+    volume = open_bde(path, offset=offset, partition=partition)
+    volume.unlock(sec)
+    return volume.open()
+
+
+def open_bde(path: str | os.PathLike[str] | Any, *, offset: int | None = None,
+             partition: int | None = None) -> BdeVolume:
+    """Open the BitLocker volume in an image (locked; call ``unlock``)."""
+    from bdekit import locate
+
+    source = locate.volume_source(path, offset=offset, partition=partition)
+    return BdeVolume(source, path=getattr(source, "path", None))
+
+
+__all__ = ["BdeVolume", "DecryptedStream", "Run", "RunKind", "SegmentMap", "keys",
+           "open_bde", "open_volume"]
