@@ -52,7 +52,8 @@ def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = No
     """An image source positioned on the BitLocker volume."""
     from bdekit.sources import SliceSource, open_source
 
-    source = path if hasattr(path, "read_at") else open_source(path)
+    owned = not hasattr(path, "read_at")
+    source = open_source(path) if owned else path
     name = getattr(source, "path", str(path))
     if offset is not None and partition is not None:
         raise UsageError("give --offset or --partition, not both")
@@ -60,7 +61,7 @@ def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = No
         if offset < 0 or offset >= source.size:
             raise UsageError(f"--offset {offset} is outside the image ({source.size} bytes)",
                              path=name)
-        return SliceSource(source, offset, source.size - offset)
+        return SliceSource(source, offset, source.size - offset, owns_parent=owned)
     head = source.read_at(0, 512)
     if partition is None and is_bitlocker(head):
         return source
@@ -68,7 +69,7 @@ def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = No
     if partition is not None:
         for part, _kind in parts:
             if part.index == partition:
-                return SliceSource(source, part.offset, part.size)
+                return SliceSource(source, part.offset, part.size, owns_parent=owned)
         listing = ", ".join(str(p.index) for p, _ in parts) or "none"
         raise UsageError(f"no partition {partition} (partitions: {listing})", path=name)
     bitlocker = [(p, k) for p, k in parts if k]
@@ -76,7 +77,7 @@ def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = No
         part = bitlocker[0][0]
         log.info("using partition %d at offset %d (%s)", part.index, part.offset,
                  bitlocker[0][1])
-        return SliceSource(source, part.offset, part.size)
+        return SliceSource(source, part.offset, part.size, owns_parent=owned)
     if len(bitlocker) > 1:
         listing = "; ".join(f"partition {p.index} at offset {p.offset} ({p.size} bytes)"
                             for p, _ in bitlocker)

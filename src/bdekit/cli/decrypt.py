@@ -68,3 +68,4 @@ def decrypt(ctx: click.Context, image: str, output: str, **kwargs: Any) -> None:
 def repair(ctx: click.Context, image: str, output: str, **kwargs: Any) -> None:
     """Salvage a damaged volume into OUTPUT (repair-bde compatible)."""
     _run(ctx, image, output, kwargs)
+COMMANDS = [decrypt, repair]

@@ -76,3 +76,4 @@ def _print_human(d: dict[str, Any]) -> None:
         if "fvek" in u:
             echo(f"FVEK:                 {u['fvek']}")
             echo(f"VMK:                  {u['vmk']}")
+COMMANDS = [info]

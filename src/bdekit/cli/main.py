@@ -57,12 +57,19 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     ctx.obj["quiet"] = quiet
 
 
-def _register() -> None:
-    from bdekit.cli import decrypt, info
+#: Modules whose ``COMMANDS`` list is added to the group (one line per module).
+COMMAND_MODULES = [
+    "bdekit.cli.info",
+    "bdekit.cli.decrypt",
+]
 
-    cli.add_command(info.info)
-    cli.add_command(decrypt.decrypt)
-    cli.add_command(decrypt.repair)
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(name).COMMANDS:
+            cli.add_command(command)
 
 
 _register()
