@@ -103,3 +103,25 @@ def window_digests(image: Path, plain_read) -> dict[str, list]:  # type: ignore[
                 h.update(plain[i:i + 512])
             out[str(wstart)] = [len(sectors), h.hexdigest()]
     return out
+
+
+class BytesSource:
+    """An in-memory image source (same interface as bdekit.sources.ImageSource)."""
+
+    kind = "memory"
+
+    def __init__(self, data: bytes | bytearray, path: str = "<memory>") -> None:
+        self.data = data
+        self.size = len(self.data)
+        self.path = path
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        return self.data[offset:offset + length]
+
+    def readinto_at(self, offset: int, buf) -> int:  # type: ignore[no-untyped-def]
+        chunk = self.data[offset:offset + len(buf)]
+        buf[:len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        pass

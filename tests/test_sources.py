@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bdekit import sources
-from bdekit.errors import ReadError, SourceError
+from bdekit.errors import FormatError, ReadError, SourceError
 from bdekit.sources import ImageSource, SliceSource, detect_container, open_source
 
 MiB = 1024 * 1024
@@ -329,7 +329,7 @@ def test_open_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     empty = tmp_path / "empty.img"
     empty.write_bytes(b"")
-    with pytest.raises(SourceError, match="empty") as ei:
+    with pytest.raises(FormatError, match="empty") as ei:
         open_source(empty)
     assert str(empty) in one_line(ei.value)
 

@@ -415,6 +415,10 @@ def _raise_nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCan
                         path: str | None) -> None:
     plist = list(protectors)
     listing = ", ".join(f"{p.type_name} {{{str(p.guid).upper()}}}" for p in plist) or "none"
+    offline = [p for p in plist if p.protection not in TPM_TYPES]
+    if plist and not offline:
+        raise UnsupportedError(f"only TPM protectors ({listing}); they need the original "
+                               "machine's TPM and cannot be unlocked offline", path=path)
     if candidates:
         kinds = ", ".join(sorted({c.kind for c in candidates}))
         beks = [c for c in candidates if c.kind == "bek"]
@@ -424,9 +428,5 @@ def _raise_nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCan
                 "{" + str(c.value.guid).upper() + "}" for c in beks) + " matches no protector)"
         raise WrongKeyError(f"no protector accepts the secret given ({kinds}){extra}; "
                             f"protectors: {listing}", path=path)
-    offline = [p for p in plist if p.protection not in TPM_TYPES]
-    if plist and not offline:
-        raise UnsupportedError(f"only TPM protectors ({listing}); they need the original "
-                               "machine's TPM and cannot be unlocked offline", path=path)
     raise MissingKeyError(f"no key given; protectors: {listing} (use --recovery-password, "
                           "--password, --bek, --fvek or --vmk)", path=path)

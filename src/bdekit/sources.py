@@ -73,7 +73,7 @@ from collections.abc import Sequence
 from types import ModuleType, TracebackType
 from typing import Any
 
-from bdekit.errors import ReadError, SourceError
+from bdekit.errors import FormatError, ReadError, SourceError
 
 __all__ = [
     "KINDS",
@@ -727,7 +727,8 @@ def open_source(path: str | os.PathLike[str]) -> ImageSource:
             log.info("%s: block device, %d bytes", p, size)
             return DeviceSource(p, fd, size)
         if size == 0 and not (segments and len(segments) > 1):
-            raise SourceError("is empty (0 bytes)", path=p)
+            raise FormatError("empty image (0 bytes): expected a BitLocker volume or disk image",
+                              path=p, offset=0)
         try:
             head = os.pread(fd, 512, 0)
             tail = os.pread(fd, VHD_FOOTER_SIZE, size - VHD_FOOTER_SIZE) \

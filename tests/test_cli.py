@@ -1,0 +1,255 @@
+"""The command line as a user runs it: exit codes and one-line errors (CliRunner)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from construct import Container, ListContainer
+
+from bdekit import structs
+from bdekit.cli.main import cli
+from bdekit.constants import DatumType
+from bdekit.errors import (
+    EXIT_FORMAT,
+    EXIT_KEY,
+    EXIT_OK,
+    EXIT_USAGE,
+)
+from tests.conftest import REAL_DIR, REAL_PASSWORD, REAL_RP, requires_real
+
+RP_BAD_CHECK = REAL_RP.replace("422114", "422115")
+WRONG_RP = "000000-000000-000000-000000-000000-000000-000000-000011"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def assert_one_line_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("bdekit: error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def make_bek(guid: uuid.UUID, key: bytes) -> bytes:
+    ext = Container(role=6, type=DatumType.EXTERNAL_KEY, version=1,
+                    body=Container(guid=guid, modified_time=0, datums=ListContainer([
+                        Container(role=0, type=DatumType.KEY, version=1,
+                                  body=Container(key_type=0x2002, key_flags=0, key=key))])))
+    body = structs.DATUM.build(ext)
+    header = structs.DATASET_HEADER.build(Container(
+        size=48 + len(body), version=1, header_size=48, copy_size=48 + len(body),
+        volume_guid=guid, nonce_counter=1, method=0, method_flags=0, creation_time=0))
+    return header + body
+
+
+def test_non_bitlocker_file(tmp_path: Path) -> None:
+    path = tmp_path / "plain.img"
+    path.write_bytes(b"\xebR\x90NTFS    " + bytes(497) + b"\x55\xaa" + bytes(4096))
+    code, _out, err = run("info", str(path))
+    assert code == EXIT_FORMAT
+    line = assert_one_line_error(err)
+    assert str(path) in line and "offset 0" in line and "BitLocker" in line
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.img"
+    path.write_bytes(b"")
+    code, _out, err = run("info", str(path))
+    assert code == EXIT_FORMAT
+    line = assert_one_line_error(err)
+    assert "empty" in line and str(path) in line
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    code, _out, err = run("info", str(tmp_path / "nope.img"))
+    assert code not in (EXIT_OK,)
+    assert_one_line_error(err)
+
+
+@requires_real
+def test_info_password(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, out, _err = run("info", str(real_image("aes-xts_128")), "-pw", REAL_PASSWORD)
+    assert code == EXIT_OK
+    assert "aes-xts-128" in out and "Unlocked:" in out
+    assert "4eb949c4" not in out  # the FVEK itself only with --show-keys
+    code, out, _err = run("info", str(real_image("aes-xts_128")), "-pw", REAL_PASSWORD,
+                          "--show-keys")
+    assert "4eb949c473f0edfc379ad041670ddb9c4da0abdb4482a2c8bb47250493aa1ed5" in out
+
+
+@requires_real
+def test_info_json_fields(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, out, _err = run("info", str(real_image("recovery_password")), "--json",
+                          "--recovery-password", REAL_RP.replace("-", " "))
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert data["encryption_method"] == "aes-xts-128"
+    assert data["metadata_version"] == 2
+    assert len(data["metadata_copies"]) == 3
+    types = {p["type"] for p in data["protectors"]}
+    assert types == {"recovery-password", "password"}
+    rp = next(p for p in data["protectors"] if p["type"] == "recovery-password")
+    assert data["unlocked"]["protector"] == rp["guid"]
+    assert rp["key_id"] == rp["guid"][:8]
+    assert data["unlocked"]["via"] == "recovery-password"
+    assert "fvek" not in data["unlocked"]
+
+
+@requires_real
+def test_env_password(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, out, _err = run("info", str(real_image("aes-xts_128")),
+                          env={"BDEKIT_PASSWORD": REAL_PASSWORD})
+    assert code == EXIT_OK and "Unlocked:" in out
+
+
+@requires_real
+def test_password_file_and_prompt(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    pwfile = tmp_path / "pw.txt"
+    pwfile.write_text(REAL_PASSWORD + "\n")
+    code, out, _err = run("info", str(real_image("aes-xts_128")), "--password-file",
+                          str(pwfile))
+    assert code == EXIT_OK and "Unlocked:" in out
+    result = CliRunner().invoke(cli, ["info", str(real_image("aes-xts_128")), "-pw"],
+                                input=REAL_PASSWORD + "\n")
+    assert result.exit_code == EXIT_OK and "Unlocked:" in result.stdout
+    assert REAL_PASSWORD not in result.stdout + result.stderr
+
+
+@requires_real
+def test_wrong_password(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, _out, err = run("info", str(real_image("aes-xts_128")), "-pw", "wrong!")
+    assert code == EXIT_KEY
+    line = assert_one_line_error(err)
+    assert "wrong" in line and "password" in line
+    assert "wrong!" not in err  # never echo the secret
+
+
+@requires_real
+def test_wrong_recovery_password(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, _out, err = run("info", str(real_image("recovery_password")), "-rp", WRONG_RP)
+    assert code == EXIT_KEY
+    line = assert_one_line_error(err)
+    assert "recovery-password" in line and "wrong" in line
+
+
+@requires_real
+def test_mistyped_recovery_password(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, _out, err = run("info", str(real_image("recovery_password")), "-rp", RP_BAD_CHECK)
+    assert code == EXIT_USAGE
+    line = assert_one_line_error(err)
+    assert "block 4 of 8, 422115, fails its check digit" in line
+
+
+@requires_real
+def test_wrong_bek(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    real_bek = (REAL_DIR / "startup_key.bek").read_bytes()
+    guid = uuid.UUID(bytes_le=real_bek[16:32])
+    # right GUID, wrong key: the MAC fails
+    wrong_key = tmp_path / "wrong-key.bek"
+    wrong_key.write_bytes(make_bek(guid, bytes(32)))
+    code, _out, err = run("info", str(real_image("startup_key")), "--bek", str(wrong_key))
+    assert code == EXIT_KEY
+    assert "wrong" in assert_one_line_error(err)
+    # a BEK of another volume: no protector has its GUID
+    other = tmp_path / "other.bek"
+    other_guid = uuid.UUID("12345678-1234-1234-1234-123456789abc")
+    other.write_bytes(make_bek(other_guid, bytes(32)))
+    code, _out, err = run("info", str(real_image("startup_key")), "-rk", str(other))
+    assert code == EXIT_KEY
+    line = assert_one_line_error(err)
+    assert str(other_guid).upper() in line and "matches no protector" in line
+    # not a BEK at all
+    junk = tmp_path / "junk.bek"
+    junk.write_bytes(b"hello")
+    code, _out, err = run("info", str(real_image("startup_key")), "-rk", str(junk))
+    assert code == EXIT_FORMAT
+    assert str(junk) in assert_one_line_error(err)
+
+
+@requires_real
+def test_bek_unlocks(real_image) -> None:  # type: ignore[no-untyped-def]
+    code, out, _err = run("info", str(real_image("startup_key")), "--bek",
+                          str(REAL_DIR / "startup_key.bek"))
+    assert code == EXIT_OK and "with bek" in out
+
+
+@requires_real
+def test_all_copies_zeroed(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = real_image("aes-xts_128")
+    path = tmp_path / "zeroed.img"
+    shutil.copyfile(src, path)
+    with open(path, "r+b") as fh:
+        offsets = struct.unpack_from("<3Q", fh.read(512), 176)
+        for off in offsets:
+            fh.seek(off)
+            fh.write(bytes(65536))
+    code, _out, err = run("info", str(path), "-pw", REAL_PASSWORD)
+    assert code == EXIT_FORMAT
+    line = assert_one_line_error(err)
+    assert "no usable BitLocker metadata" in line
+
+
+@requires_real
+def test_one_copy_damaged_is_a_warning(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    src = real_image("aes-xts_128")
+    path = tmp_path / "one.img"
+    shutil.copyfile(src, path)
+    with open(path, "r+b") as fh:
+        first = struct.unpack_from("<Q", fh.read(512), 176)[0]
+        fh.seek(first + 200)
+        fh.write(b"\xff" * 16)  # inside the datums: CRC fails
+    code, out, err = run("info", str(path), "-pw", REAL_PASSWORD)
+    assert code == EXIT_OK
+    assert "1: offset" in out and "crc mismatch" in out
+    assert "2: offset" in out and "<- in use" in out.split("2: offset")[1].splitlines()[0]
+    assert "warning" in err.lower()
+
+
+@requires_real
+def test_tpm_only_is_unsupported(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Turn the only protector of the password image into a TPM protector: exit 5."""
+    src = real_image("aes-xts_128")
+    path = tmp_path / "tpm.img"
+    shutil.copyfile(src, path)
+    import zlib
+
+    with open(path, "r+b") as fh:
+        offsets = struct.unpack_from("<3Q", fh.read(512), 176)
+        for off in offsets:
+            fh.seek(off)
+            block = bytearray(fh.read(608))
+            # VMK datum at dataset offset 130 (block offset 64 + 130); protection at +34
+            pos = 64 + 130 + 34
+            assert block[pos:pos + 2] == b"\x00\x20"
+            block[pos:pos + 2] = b"\x00\x01"
+            fh.seek(off)
+            fh.write(block)
+            fh.write(struct.pack("<HHI", 0, 2, zlib.crc32(block)))
+    code, _out, err = run("info", str(path), "-pw", REAL_PASSWORD)
+    assert code == 5
+    line = assert_one_line_error(err)
+    assert "TPM" in line and "55FAEDED" in line.upper()
+
+
+@pytest.mark.parametrize("args", [["info"], ["info", "--nope", "x"], ["decrypt", "x"]])
+def test_usage_errors(args: list[str]) -> None:
+    code, _out, _err = run(*args)
+    assert code == EXIT_USAGE
+
+
+def test_bad_fvek_hex(tmp_path: Path) -> None:
+    path = tmp_path / "x.img"
+    path.write_bytes(bytes(1024))
+    code, _out, err = run("info", str(path), "--fvek", "zz")
+    assert code == EXIT_USAGE
+    assert "--fvek" in assert_one_line_error(err)

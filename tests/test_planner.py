@@ -1,0 +1,109 @@
+"""The read planner: segment painting, run merging and the runs of real volumes."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bdekit.volume import Run, RunKind, SegmentMap, merge_runs, open_bde
+from tests.conftest import real_kwargs, requires_real
+
+KINDS = [RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.ZERO, RunKind.MISSING]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000),
+       st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 5000), st.sampled_from(KINDS),
+                          st.integers(-100, 100)), max_size=12))
+def test_paint_matches_naive_model(size: int, paints: list[tuple[int, int, RunKind, int]]) -> None:
+    """Painting equals a byte-by-byte model, and runs tile the requested range exactly."""
+    smap = SegmentMap(size, RunKind.ENCRYPTED, True)
+    model: list[tuple[RunKind, int]] = [(RunKind.ENCRYPTED, 0)] * size
+    for a, b, kind, delta in paints:
+        lo, hi = min(a, b), max(a, b)
+        smap.paint(lo, hi, kind, delta, kind == RunKind.ENCRYPTED)
+        for i in range(lo, min(hi, size)):
+            model[i] = (kind, delta)
+    runs = list(smap.runs(0, size))
+    assert runs[0].offset == 0 and runs[-1].end == size
+    for prev, nxt in zip(runs, runs[1:], strict=False):
+        assert prev.end == nxt.offset
+    for run in runs:
+        for i in range(run.offset, run.end):
+            assert model[i][0] == run.kind
+            assert run.source - run.offset == model[i][1]
+    assert smap.starts == sorted(set(smap.starts))
+
+
+def test_runs_of_subrange() -> None:
+    smap = SegmentMap(100, RunKind.ENCRYPTED, True)
+    smap.paint(10, 20, RunKind.ZERO, 0, False)
+    smap.paint(0, 5, RunKind.RELOCATED, 50, True)
+    runs = list(smap.runs(3, 15))
+    assert [(r.kind, r.offset, r.length, r.source) for r in runs] == [
+        (RunKind.RELOCATED, 3, 2, 53),
+        (RunKind.ENCRYPTED, 5, 5, 5),
+        (RunKind.ZERO, 10, 8, 10),
+    ]
+
+
+def test_merge_runs_joins_contiguous_only() -> None:
+    runs = [Run(RunKind.ENCRYPTED, 0, 10, 0, True), Run(RunKind.ENCRYPTED, 10, 5, 10, True),
+            Run(RunKind.ENCRYPTED, 15, 5, 100, True), Run(RunKind.ZERO, 20, 5, 20, False)]
+    merged = merge_runs(iter(runs))
+    assert [(r.kind, r.offset, r.length) for r in merged] == [
+        (RunKind.ENCRYPTED, 0, 15), (RunKind.ENCRYPTED, 15, 5), (RunKind.ZERO, 20, 5)]
+
+
+@requires_real
+@pytest.mark.real
+def test_real_win10_plan(real_image) -> None:  # type: ignore[no-untyped-def]
+    path = real_image("aes-xts_128")
+    volume = open_bde(path)
+    from bdekit.protectors import Secrets
+
+    volume.unlock(Secrets(passwords=[real_kwargs("aes-xts_128")["password"]]))
+    with open(path, "rb") as fh:
+        offsets = struct.unpack_from("<3Q", fh.read(512), 176)
+    virt_off, virt_size = volume.metadata.virtualization  # type: ignore[misc]
+    runs = volume.plan(0, volume.volume_size)
+    # the first 8 KiB come from the relocated block, encrypted
+    assert runs[0] == Run(RunKind.RELOCATED, 0, virt_size, virt_off, True)
+    zero = [(r.offset, r.length) for r in runs if r.kind == RunKind.ZERO]
+    for off in offsets:
+        assert any(o <= off and off + 65536 <= o + n for o, n in zero)
+    assert any(o <= virt_off < o + n for o, n in zero)
+    missing = [r for r in runs if r.kind == RunKind.MISSING]
+    assert missing and missing[-1].end == volume.volume_size
+    assert missing[0].offset == path.stat().st_size
+
+
+@requires_real
+@pytest.mark.real
+def test_real_vista_plan(real_image) -> None:  # type: ignore[no-untyped-def]
+    from bdekit.protectors import Secrets
+
+    volume = open_bde(real_image("vista"))
+    volume.unlock(Secrets(recovery_passwords=[real_kwargs("vista")["recovery_password"]]))
+    runs = volume.plan(0, 16384)
+    assert runs[0].kind == RunKind.VISTA_HEADER and runs[0].length == 512
+    assert runs[1].kind == RunKind.PLAIN and runs[1].end == 8192
+    assert runs[2].kind == RunKind.ENCRYPTED
+    boot = bytearray(512)
+    volume.read_into(0, boot)
+    assert boot[3:11] == b"NTFS    "
+
+
+@requires_real
+@pytest.mark.real
+def test_real_eow_plan_has_plain_chunks(real_image) -> None:  # type: ignore[no-untyped-def]
+    from bdekit.protectors import Secrets
+
+    volume = open_bde(real_image("eow_partial"))
+    volume.unlock(Secrets(passwords=[real_kwargs("eow_partial")["password"]]))
+    kinds = {r.kind for r in volume.plan(0, volume.volume_size)}
+    assert {RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.ZERO, RunKind.RELOCATED} <= kinds
+    assert volume.eow is not None and volume.eow.chunk_size == 8 << 20
