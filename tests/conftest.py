@@ -38,6 +38,19 @@ REAL_IMAGES: dict[str, tuple[dict[str, str], str, str | None]] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """No test writes the user's audit log; the CLI's logging setup does not leak."""
+    import logging
+
+    monkeypatch.setenv("BDEKIT_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    yield
+    logger = logging.getLogger("bdekit")
+    logger.handlers[:] = []
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
 def have_real() -> bool:
     return (REAL_DIR / "reference-digests.json").is_file()
 

@@ -1,8 +1,15 @@
-"""bdekit: open, decrypt and repair BitLocker-encrypted disk images, offline."""
+"""bdekit: open, decrypt and repair BitLocker-encrypted disk images, offline.
+
+The front door is :func:`open_volume`, which returns the decrypted volume as a read-only
+``io.RawIOBase``; :func:`open_bde` returns the locked :class:`~bdekit.volume.BdeVolume` for
+inspection (metadata, protectors) before unlocking. Every deliberate error is a
+:class:`BdeError`.
+"""
 
 from __future__ import annotations
 
 from bdekit.errors import BdeError
+from bdekit.volume import BdeVolume, DecryptedStream, open_bde, open_volume
 
-__all__ = ["BdeError"]
+__all__ = ["BdeError", "BdeVolume", "DecryptedStream", "open_bde", "open_volume"]
 __version__ = "0.1.0"

@@ -373,15 +373,16 @@ def unlock(metadata: Metadata, secrets: Secrets, *, path: str | None = None,
                 if cand.kind == "certificate":
                     from bdekit import certificates
 
-                    vmk = certificates.unwrap_vmk(protector, cand.value)
+                    vmk = certificates.unwrap_vmk(protector, cand.value, metadata=metadata)
                 else:
                     key = _protector_key(protector, cand)
                     if key is None:
                         continue
                     vmk = _unwrap_vmk(protector, key)
-            except WrongKeyError:
+            except WrongKeyError as exc:
+                reason = f" ({exc.message})" if cand.kind == "certificate" else ""
                 wrong.append(f"{cand.kind} from {cand.source} against protector "
-                             f"{protector.key_id}")
+                             f"{protector.key_id}{reason}")
                 if on_attempt:
                     on_attempt(cand, protector, "wrong key")
                 continue
@@ -429,4 +430,5 @@ def _raise_nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCan
         raise WrongKeyError(f"no protector accepts the secret given ({kinds}){extra}; "
                             f"protectors: {listing}", path=path)
     raise MissingKeyError(f"no key given; protectors: {listing} (use --recovery-password, "
-                          "--password, --bek, --fvek or --vmk)", path=path)
+                          "--password, --bek, --keyring, --certificate, --fvek or --vmk)",
+                          path=path)

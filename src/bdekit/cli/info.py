@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from bdekit.cli.common import build_secrets, emit_json, unlock_options
+from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
 from bdekit.errors import BdeError
 from bdekit.volume import open_bde
 
@@ -25,7 +25,7 @@ def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     unlocked = None
     if not secrets.empty or _has_clear_key(volume):
-        unlocked = volume.unlock(secrets)
+        unlocked = cli_unlock(volume, secrets, json_mode=as_json)
     data = volume.describe()
     data["unlocked"] = unlocked.describe(show_keys) if unlocked else None
     if as_json:

@@ -1,0 +1,511 @@
+"""Certificate protectors (Data Recovery Agent, smart card): load a certificate, unwrap the VMK.
+
+A certificate protector is a VMK datum whose nested datums include a *public key info* datum
+(type 14) and an *asymmetric encrypted key* datum (type 12). Their layout is **not publicly
+documented** and no real Windows sample was available to this project, so this module does two
+different things:
+
+Decoding (any layout that is plausible)
+    The thumbprint (SHA-1 of the certificate's DER, upper-case hex, as ``certutil`` and the
+    certificate MMC show it) is read from the public key info datum: a DER certificate anywhere in
+    its body is hashed; else a leading 20-byte SHA-1; else a thumbprint written as 40 hex
+    characters (UTF-16LE or ASCII). A certificate whose thumbprint differs from a known protector
+    thumbprint is rejected without trying it (a wrong certificate is a key error, exit 4).
+
+    To unwrap, every plausible variant is tried and the one whose AES-CCM MAC verifies is kept:
+
+    * the RSA ciphertext: the whole type-12 body, or a modulus-sized window of it (first or last
+      bytes, or after a 4, 8, 12 or 16-byte header), each big-endian (PKCS#1) and byte-reversed
+      (little-endian, as Windows CryptoAPI's ``CryptEncrypt`` writes RSA ciphertext);
+    * the padding: RSA-OAEP with SHA-1, RSA-OAEP with SHA-256, PKCS#1 v1.5;
+    * the plaintext: a raw 32-byte key, or a key datum (type 1) holding 32 bytes;
+    * its use: as the key that unwraps the protector's AES-CCM VMK datum (the MAC must verify),
+      or as the VMK itself (it must then unwrap the FVEK datum: its MAC must verify).
+
+Encoding (the one layout the synthetic builder writes: :class:`CertificateSpec` for
+:func:`bdekit.synth.build`, :func:`build_protector_datum`)
+    VMK datum (role 2, protection 0x0400 "public key" by default; 0x1000 can be asked for)
+    with nested datums:
+
+    1. public key info (type 14, role 0): body = SHA-1 thumbprint (20 bytes) followed by the
+       certificate's DER;
+    2. asymmetric encrypted key (type 12, role 0): body = RSA-OAEP (SHA-1, MGF1-SHA-1)
+       encryption of a random 32-byte *intermediate key*, byte-reversed (little-endian as
+       CryptoAPI writes it), exactly the modulus size (the OAEP seed comes from the builder's
+       seeded stream, so the same seed gives the same image);
+    3. AES-CCM encrypted key (type 5, role 0): the VMK key datum (type 1, key type 0x2003) wrapped
+       under the intermediate key, as a startup key protector wraps it.
+
+    This is the layout a real Windows volume is *expected* to resemble (section 8 of the format
+    notes); it has not been confirmed against a real DRA- or smart-card-protected volume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import secrets as _secrets
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from construct import Container, ListContainer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from bdekit import keys
+from bdekit.constants import DatumType, ProtectionType
+from bdekit.errors import BdeError, FormatError, MissingKeyError, UsageError, WrongKeyError
+from bdekit.metadata import Datum, parse_datums
+
+log = logging.getLogger(__name__)
+
+#: Key type of the VMK key datum inside AES-CCM datums (as Windows 10 writes it).
+VMK_KEY_TYPE = 0x2003
+THUMBPRINT_SIZE = 20
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+_HEX40 = re.compile(r"[0-9A-Fa-f]{40}")
+
+
+# --------------------------------------------------------------------------------------------
+# Loading certificates
+# --------------------------------------------------------------------------------------------
+
+
+class UnsupportedCertificate(UsageError):
+    """A certificate bdekit cannot use (not RSA)."""
+
+
+@dataclasses.dataclass
+class Certificate:
+    """An X.509 certificate with (if given) its RSA private key."""
+
+    certificate: x509.Certificate
+    private_key: Any = dataclasses.field(default=None, repr=False)
+    path: str = "certificate"
+
+    @property
+    def der(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def thumbprint(self) -> str:
+        return thumbprint(self.certificate)
+
+    @property
+    def subject(self) -> str:
+        return self.certificate.subject.rfc4514_string()
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path, "subject": self.subject, "thumbprint": self.thumbprint,
+                "has_private_key": self.private_key is not None}
+
+
+def thumbprint(cert: x509.Certificate) -> str:
+    """SHA-1 of the certificate's DER, upper-case hex (how Windows shows a thumbprint)."""
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+
+
+def _password_bytes(password: str | bytes | None) -> bytes | None:
+    if password is None:
+        return None
+    return password.encode("utf-8") if isinstance(password, str) else bytes(password)
+
+
+def _load_pem_key(block: bytes, password: bytes | None, path: str) -> Any:
+    try:
+        return serialization.load_pem_private_key(block, password)
+    except TypeError:
+        if password is None:
+            raise MissingKeyError("the private key is encrypted: give --certificate-password "
+                                  "(or $BDEKIT_CERTIFICATE_PASSWORD)", path=path) from None
+        # a password given for an unencrypted key: use it without
+        return serialization.load_pem_private_key(block, None)
+    except ValueError:
+        raise WrongKeyError("cannot decrypt the private key: wrong --certificate-password",
+                            path=path) from None
+
+
+def _load_key_file(path: str, password: bytes | None) -> Any:
+    data = _read(path)
+    blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data) if b"PRIVATE KEY" in m.group(1)]
+    if blocks:
+        return _load_pem_key(blocks[0], password, path)
+    try:
+        return serialization.load_der_private_key(data, password)
+    except TypeError:
+        raise MissingKeyError("the private key is encrypted: give --certificate-password",
+                              path=path) from None
+    except ValueError:
+        raise UsageError("not a private key (PEM or DER) or wrong --certificate-password",
+                         path=path) from None
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read certificate file: {exc.strerror}", path=path) from None
+
+
+def load_certificate(path: str | os.PathLike[str], password: str | bytes | None = None,
+                     key_path: str | os.PathLike[str] | None = None) -> Certificate:
+    """Load a PKCS#12 (.pfx/.p12) file or a PEM file (certificate, optionally with its key).
+
+    ``key_path`` names a separate private key file (PEM or DER). A PKCS#12 file that cannot be
+    opened with ``password`` is a :class:`WrongKeyError` (exit 4).
+    """
+    spath = os.fspath(path)
+    data = _read(spath)
+    pw = _password_bytes(password)
+    cert: x509.Certificate | None = None
+    key: Any = None
+    if b"-----BEGIN" in data:
+        for m in _PEM_BLOCK.finditer(data):
+            label, block = m.group(1), m.group(0)
+            if label in (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE"):
+                if cert is None:
+                    cert = x509.load_pem_x509_certificate(block)
+            elif b"PRIVATE KEY" in label and key is None:
+                key = _load_pem_key(block, pw, spath)
+        if cert is None:
+            raise UsageError("no certificate in this PEM file (expected a CERTIFICATE block)",
+                             path=spath)
+    else:
+        cert = _try_der(data)  # a bare DER certificate (.cer), without key
+        if cert is None:
+            for attempt in ([pw] if pw is not None else [None, b""]):
+                try:
+                    key, cert, _extra = pkcs12.load_key_and_certificates(data, attempt)
+                    break
+                except ValueError:
+                    continue
+            else:
+                if pw is None:
+                    raise MissingKeyError("cannot open the PKCS#12 file without a password: "
+                                          "give --certificate-password (or "
+                                          "$BDEKIT_CERTIFICATE_PASSWORD)", path=spath)
+                raise WrongKeyError("cannot open the PKCS#12 file: wrong "
+                                    "--certificate-password (or not a .pfx/.p12 file)",
+                                    path=spath)
+        if cert is None:
+            raise UsageError("the PKCS#12 file holds no certificate", path=spath)
+    if key_path is not None:
+        key = _load_key_file(os.fspath(key_path), pw)
+    if key is not None:
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise UnsupportedCertificate(f"the private key is {type(key).__name__}; BitLocker "
+                                         "certificate protectors use RSA", path=spath)
+        if key.public_key().public_numbers() != cert.public_key().public_numbers():
+            raise UsageError("the private key does not belong to the certificate", path=spath)
+    log.info("certificate %s: %s, thumbprint %s%s", spath, cert.subject.rfc4514_string(),
+             thumbprint(cert), "" if key is not None else " (no private key)")
+    return Certificate(cert, key, spath)
+
+
+def _try_der(data: bytes) -> x509.Certificate | None:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the protector
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_body(datum: Datum) -> bytes:
+    body = datum.body
+    if body is not None and "data" in body:
+        return bytes(body.data)
+    return bytes(datum.raw[8:])
+
+
+def _find_der_certificate(data: bytes) -> bytes | None:
+    """The first DER X.509 certificate found anywhere in ``data``."""
+    start = 0
+    while True:
+        i = data.find(b"\x30\x82", start)
+        if i < 0 or i + 4 > len(data):
+            return None
+        length = int.from_bytes(data[i + 2:i + 4], "big") + 4
+        if i + length <= len(data):
+            der = data[i:i + length]
+            if _try_der(der) is not None:
+                return der
+        start = i + 1
+
+
+def thumbprint_from_datum(datum: Datum) -> str | None:
+    """The certificate thumbprint a public key info datum (type 14) names, if it can be read."""
+    data = _raw_body(datum)
+    der = _find_der_certificate(data)
+    if der is not None:
+        return hashlib.sha1(der).hexdigest().upper()
+    if len(data) == THUMBPRINT_SIZE:
+        return data.hex().upper()
+    for text in (data.decode("utf-16-le", errors="ignore"), data.decode("latin-1")):
+        m = _HEX40.search(text)
+        if m:
+            return m.group(0).upper()
+    return None
+
+
+def protector_thumbprint(protector: Any) -> str | None:
+    info = protector.datum.find(DatumType.PUBLIC_KEY_INFO)
+    return thumbprint_from_datum(info) if info is not None else None
+
+
+def _ciphertexts(body: bytes, size: int) -> Iterator[tuple[str, bytes]]:
+    """Modulus-sized windows of the type-12 body, each as stored and byte-reversed."""
+    seen: set[bytes] = set()
+    windows: list[tuple[str, bytes]] = []
+    if len(body) == size:
+        windows.append(("whole body", body))
+    elif len(body) > size:
+        windows.append(("last bytes", body[-size:]))
+        for skip in (0, 4, 8, 12, 16):
+            if skip + size <= len(body):
+                windows.append((f"after {skip} bytes", body[skip:skip + size]))
+    for label, window in windows:
+        for order, data in (("little-endian", window[::-1]), ("big-endian", window)):
+            if data not in seen:
+                seen.add(data)
+                yield f"{label}, {order}", data
+
+
+_PADDINGS: list[tuple[str, Any]] = [
+    ("RSA-OAEP-SHA1", lambda: padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)),
+    ("RSA-OAEP-SHA256", lambda: padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(),
+                                             None)),
+    ("RSA-PKCS1v15", padding.PKCS1v15),
+]
+
+
+def _plain_keys(plain: bytes) -> Iterator[tuple[str, bytes]]:
+    if len(plain) == 32:
+        yield "raw key", plain
+    try:
+        datums = parse_datums(plain, 0)
+    except BdeError:
+        return
+    for top in datums:
+        for datum in top.walk():
+            if datum.type == DatumType.KEY and len(datum.body.key) == 32:
+                yield "key datum", bytes(datum.body.key)
+                return
+
+
+def _verify_fvek(metadata: Any, vmk: bytes) -> bool:
+    from bdekit.protectors import decrypt_fvek
+
+    try:
+        decrypt_fvek(metadata, vmk)
+    except (WrongKeyError, FormatError):
+        return False
+    return True
+
+
+def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes:
+    """The VMK of a certificate protector, trying every plausible layout (module docstring).
+
+    Raises :class:`WrongKeyError` for a certificate that is not the protector's (thumbprint
+    differs, or no variant verifies) and :class:`MissingKeyError` without a private key.
+    """
+    from bdekit.protectors import _unwrap_vmk
+
+    wanted = protector_thumbprint(protector)
+    if wanted is not None and wanted != cert.thumbprint:
+        raise WrongKeyError(f"certificate {cert.thumbprint} is not the one of protector "
+                            f"{protector.key_id} (thumbprint {wanted})")
+    if cert.private_key is None:
+        raise MissingKeyError(f"certificate {cert.thumbprint} has no private key (give a .pfx, "
+                              "a PEM file with the key, or --certificate-key)", path=cert.path)
+    asym = protector.datum.find(DatumType.ASYMMETRIC_ENCRYPTED_KEY)
+    if asym is None:
+        raise FormatError("protector holds no asymmetric encrypted key datum (type 12)",
+                          offset=protector.datum.offset)
+    key: rsa.RSAPrivateKey = cert.private_key
+    size = (key.key_size + 7) // 8
+    body = _raw_body(asym)
+    has_wrapped = bool(protector.wrapped_vmks)
+    for window, ciphertext in _ciphertexts(body, size):
+        for pad_name, make_padding in _PADDINGS:
+            try:
+                plain = key.decrypt(ciphertext, make_padding())
+            except ValueError:
+                continue
+            for form, candidate in _plain_keys(plain):
+                if has_wrapped:
+                    try:
+                        vmk = _unwrap_vmk(protector, candidate)
+                    except (WrongKeyError, FormatError):
+                        pass
+                    else:
+                        log.info("certificate protector %s: %s, %s, %s unwraps the VMK datum",
+                                 protector.key_id, pad_name, window, form)
+                        return vmk
+                if metadata is not None and _verify_fvek(metadata, candidate):
+                    log.info("certificate protector %s: %s, %s, %s is the VMK itself",
+                             protector.key_id, pad_name, window, form)
+                    return candidate
+    raise WrongKeyError(f"certificate {cert.thumbprint} does not decrypt protector "
+                        f"{protector.key_id}: no RSA padding / byte order / key form verifies "
+                        "(wrong certificate, or an unknown protector layout)")
+
+
+# --------------------------------------------------------------------------------------------
+# Writing the synthetic layout
+# --------------------------------------------------------------------------------------------
+
+
+def public_key_info_body(cert: x509.Certificate) -> bytes:
+    """Synthetic layout of the type-14 body: SHA-1 thumbprint (20 bytes) + certificate DER."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return hashlib.sha1(der).digest() + der
+
+
+def _mgf1_sha1(seed: bytes, length: int) -> bytes:
+    out = b"".join(hashlib.sha1(seed + i.to_bytes(4, "big")).digest()
+                   for i in range((length + 19) // 20))
+    return out[:length]
+
+
+def oaep_sha1_encrypt(public: rsa.RSAPublicKey, message: bytes, seed: bytes) -> bytes:
+    """RSAES-OAEP (RFC 8017, SHA-1, MGF1-SHA-1, empty label) with a given 20-byte seed.
+
+    The same as ``public.encrypt(message, OAEP(SHA-1))`` except that the random seed is the
+    caller's, so that a synthetic image is the same bytes for the same seed. Big-endian result.
+    """
+    numbers = public.public_numbers()
+    k = (numbers.n.bit_length() + 7) // 8
+    if len(seed) != 20:
+        raise ValueError("the OAEP seed has 20 bytes")
+    if len(message) > k - 2 * 20 - 2:
+        raise ValueError("message too long for RSA-OAEP with this key")
+    db = hashlib.sha1(b"").digest() + bytes(k - len(message) - 42) + b"\x01" + message
+    masked_db = bytes(x ^ y for x, y in zip(db, _mgf1_sha1(seed, k - 21), strict=True))
+    masked_seed = bytes(x ^ y for x, y in zip(seed, _mgf1_sha1(masked_db, 20), strict=True))
+    em = int.from_bytes(b"\x00" + masked_seed + masked_db, "big")
+    return pow(em, numbers.e, numbers.n).to_bytes(k, "big")
+
+
+def encrypt_for_certificate(cert: x509.Certificate, key32: bytes, seed: bytes | None = None
+                            ) -> bytes:
+    """Synthetic layout of the type-12 body: RSA-OAEP-SHA1 of ``key32``, little-endian."""
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise UnsupportedCertificate("certificate protectors need an RSA certificate")
+    return oaep_sha1_encrypt(public, bytes(key32), seed or _secrets.token_bytes(20))[::-1]
+
+
+def _key_datum(key: bytes, key_type: int = VMK_KEY_TYPE) -> Container:
+    return Container(role=0, type=DatumType.KEY, version=1,
+                     body=Container(key_type=key_type, key_flags=0, key=bytes(key)))
+
+
+def _aes_ccm_datum(key: bytes, nonce: bytes, inner: Container) -> Container:
+    from bdekit import structs
+
+    mac, data = keys.aes_ccm_encrypt(key, nonce, structs.DATUM.build(inner))
+    return Container(role=0, type=DatumType.AES_CCM_ENCRYPTED_KEY, version=1,
+                     body=Container(nonce=nonce, mac=mac, data=data))
+
+
+def build_protector_datum(cert: x509.Certificate, vmk: bytes, nonce: bytes, *,
+                          guid: uuid.UUID | None = None, modified_time: int = 0,
+                          protection: int = ProtectionType.PUBLIC_KEY,
+                          intermediate: bytes | None = None, oaep_seed: bytes | None = None
+                          ) -> Container:
+    """A certificate protector VMK datum in the synthetic layout (module docstring)."""
+    inter = intermediate if intermediate is not None else _secrets.token_bytes(32)
+    children = [
+        Container(role=0, type=DatumType.PUBLIC_KEY_INFO, version=1,
+                  body=Container(data=public_key_info_body(cert))),
+        Container(role=0, type=DatumType.ASYMMETRIC_ENCRYPTED_KEY, version=1,
+                  body=Container(data=encrypt_for_certificate(cert, inter, oaep_seed))),
+        _aes_ccm_datum(inter, nonce, _key_datum(vmk)),
+    ]
+    return Container(role=2, type=DatumType.VOLUME_MASTER_KEY, version=1,
+                     body=Container(guid=guid or uuid.uuid4(), modified_time=modified_time,
+                                    unknown=0, protection=int(protection),
+                                    datums=ListContainer(children)))
+
+
+def _as_x509(cert: Any) -> x509.Certificate:
+    if isinstance(cert, Certificate):
+        return cert.certificate
+    if isinstance(cert, x509.Certificate):
+        return cert
+    return load_certificate(cert).certificate  # a path
+
+
+@dataclasses.dataclass
+class CertificateSpec:
+    """Synthetic image builder spec (:func:`bdekit.synth.build`): a certificate protector.
+
+    ``cert`` is an ``x509.Certificate``, a :class:`Certificate` or a path to one (PEM, DER or
+    a password-less .pfx; only the public certificate is needed). ``prepare(rng)`` draws the
+    protector GUID, the intermediate key and the OAEP seed from the builder's seeded stream,
+    so the image is deterministic; the layout is the one in the module docstring.
+    """
+
+    cert: Any
+    protection: int = ProtectionType.PUBLIC_KEY
+
+    def prepare(self, rng: Any) -> CertificateProtector:
+        return CertificateProtector(_as_x509(self.cert), rng.guid(), rng.bytes(32),
+                                    rng.bytes(20), self.protection)
+
+
+@dataclasses.dataclass
+class CertificateProtector:
+    """A prepared certificate protector (the builder's ``SynthProtector`` protocol)."""
+
+    cert: x509.Certificate
+    guid: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
+    intermediate: bytes = dataclasses.field(default_factory=lambda: _secrets.token_bytes(32),
+                                            repr=False)
+    oaep_seed: bytes = dataclasses.field(default_factory=lambda: _secrets.token_bytes(20),
+                                         repr=False)
+    protection: int = ProtectionType.PUBLIC_KEY
+
+    def build_datum(self, vmk: bytes, nonces: Any) -> Container:
+        nonce = _next_nonce(nonces)
+        modified = nonces.tick() if hasattr(nonces, "tick") else 0
+        return build_protector_datum(self.cert, vmk, nonce, guid=self.guid,
+                                     modified_time=modified, protection=self.protection,
+                                     intermediate=self.intermediate, oaep_seed=self.oaep_seed)
+
+    def manifest(self) -> dict[str, Any]:
+        return {"type": "certificate", "guid": str(self.guid).upper(),
+                "key_id": keys.key_id(self.guid), "protection": int(self.protection),
+                "thumbprint": thumbprint(self.cert),
+                "subject": self.cert.subject.rfc4514_string(),
+                "intermediate_key": self.intermediate.hex(),
+                "layout": "public key info (14) = SHA-1 thumbprint + certificate DER; "
+                          "asymmetric encrypted key (12) = RSA-OAEP-SHA1(intermediate key), "
+                          "byte-reversed; AES-CCM VMK datum under the intermediate key"}
+
+
+def _next_nonce(source: Any) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    for name in ("next", "__call__", "__next__"):
+        method = getattr(source, name, None)
+        if callable(method):
+            return bytes(method())
+    raise TypeError(f"cannot draw a nonce from {source!r}")
+
+
+__all__ = ["Certificate", "CertificateProtector", "CertificateSpec", "UnsupportedCertificate",
+           "build_protector_datum", "encrypt_for_certificate", "load_certificate",
+           "oaep_sha1_encrypt", "public_key_info_body", "thumbprint", "thumbprint_from_datum",
+           "unwrap_vmk"]

@@ -1,0 +1,167 @@
+"""``bdekit keys``: find the escrowed keys that fit a volume, and check a recovery password.
+
+``keys find IMAGE --keyring FILE|DIR ... [--certificate FILE] [--json]``
+    Lists, per protector of the volume, the escrow entries (and certificates) that match it by
+    GUID, key ID or thumbprint, without unlocking anything and without showing any key. Exit 0
+    when at least one protector has a candidate, 4 when none has.
+
+``keys check PASSWORD [--json]``
+    Explains each block of a recovery password (check digit, range, length); exit 0 when it is
+    well-formed, 2 when it is not, with the number of corrections ``--fix-typos`` would test.
+    ``-`` reads the password from standard input (keeps it out of the shell history).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from bdekit import keys as keylib
+from bdekit.cli.common import emit_json
+from bdekit.errors import EXIT_USAGE, MissingKeyError, RecoveryPasswordFormatError
+from bdekit.volume import open_bde
+
+
+@click.group()
+def keys() -> None:
+    """Find escrowed keys for a volume; check a recovery password."""
+
+
+@keys.command("find")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--keyring", "keyring_paths", multiple=True, metavar="FILE|DIR",
+              type=click.Path(exists=True), help="escrow export or directory (repeatable)")
+@click.option("--certificate", "cert_paths", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="certificate to match by thumbprint (.pfx/.p12, PEM or DER)")
+@click.option("--certificate-password", default=None, metavar="PASSWORD",
+              envvar="BDEKIT_CERTIFICATE_PASSWORD", help="password of a .pfx")
+@click.option("--partition", type=int, default=None, help="partition N of a disk image")
+@click.option("--offset", type=int, default=None, help="volume byte offset in the image")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...],
+         certificate_password: str | None, partition: int | None, offset: int | None,
+         as_json: bool) -> None:
+    """List the escrowed keys and certificates that match IMAGE's protectors (no unlocking)."""
+    from bdekit.keyring import Keyring, load_keyring
+
+    if not keyring_paths and not cert_paths:
+        raise click.UsageError("give at least one --keyring or --certificate")
+    ring = load_keyring(keyring_paths) if keyring_paths else Keyring()
+    certs = []
+    if cert_paths:
+        from bdekit.certificates import load_certificate
+
+        certs = [load_certificate(p, certificate_password) for p in cert_paths]
+    volume = open_bde(image, offset=offset, partition=partition)
+    volume_guid = volume.metadata.volume_guid
+    rows: list[dict[str, Any]] = []
+    matched = 0
+    for protector in volume.protectors:
+        row = protector.describe()
+        cands: list[dict[str, Any]] = []
+        for entry, how in ring.matches(protector):
+            item = entry.describe()
+            item["match"] = how
+            cands.append(item)
+        thumb = row.get("thumbprint")
+        for cert in certs:
+            if thumb is not None and cert.thumbprint == thumb:
+                cands.append({"source": cert.path, "kind": "certificate", "match": "thumbprint",
+                              "subject": cert.subject,
+                              "has_private_key": cert.private_key is not None})
+        row["candidates"] = cands
+        if cands:
+            matched += 1
+        rows.append(row)
+    packages = [dict(e.describe(), match=_package_match(e, volume.protectors, volume_guid))
+                for e in ring.key_packages()
+                if _package_match(e, volume.protectors, volume_guid)]
+    data = {"image": volume.path, "volume_guid": str(volume_guid).upper(),
+            "keyring_entries": len(ring), "keyring_files": len(ring.files),
+            "protectors": rows, "key_packages": packages}
+    if as_json:
+        emit_json(data)
+    else:
+        _print_find(data, certs)
+    if not matched:
+        raise MissingKeyError(f"none of the {len(ring)} escrowed keys"
+                              f"{' or certificates' if certs else ''} matches a protector of "
+                              "this volume", path=volume.path)
+
+
+def _package_match(entry: Any, protectors: list[Any], volume_guid: Any) -> str | None:
+    if entry.guid is not None and any(p.guid == entry.guid for p in protectors):
+        return "guid"
+    if entry.volume_guid is not None and entry.volume_guid == volume_guid:
+        return "volume guid"
+    return None
+
+
+def _print_find(d: dict[str, Any], certs: list[Any]) -> None:
+    echo = click.echo
+    echo(f"Volume:        {d['image']}  {{{d['volume_guid']}}}")
+    echo(f"Keyring:       {d['keyring_entries']} keys from {d['keyring_files']} files"
+         + (f", {len(certs)} certificate{'s' if len(certs) != 1 else ''}" if certs else ""))
+    for p in d["protectors"]:
+        extra = f", thumbprint {p['thumbprint']}" if p.get("thumbprint") else ""
+        echo(f"{p['type']} {{{p['guid']}}} (key ID {p['key_id']}{extra}):")
+        if not p["candidates"]:
+            echo("    no escrowed key")
+        for c in p["candidates"]:
+            details = ", ".join(f"{k} {c[k]}" for k in ("device", "created", "volume_type")
+                                if c.get(k))
+            echo(f"    {c['source']}: {c['kind']} (matched by {c['match']})"
+                 + (f"; {details}" if details else ""))
+    for k in d["key_packages"]:
+        echo(f"key package: {k['source']} ({k['key_package_bytes']} bytes, matched by "
+             f"{k['match']}); see the repair command's key package option")
+
+
+@keys.command("check")
+@click.argument("password")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def check(ctx: click.Context, password: str, as_json: bool) -> None:
+    """Explain each block of a recovery PASSWORD ('-' reads it from standard input)."""
+    if password == "-":
+        password = sys.stdin.readline().strip()
+    checks = keylib.check_recovery_password(password)
+    problem: str | None = None
+    try:
+        keylib.parse_recovery_password(password)
+    except RecoveryPasswordFormatError as exc:
+        problem = exc.message
+    counts: dict[int, int | None] = {}
+    for level in (1, 2):
+        try:
+            counts[level] = keylib.count_typo_candidates(password, level)
+        except RecoveryPasswordFormatError:
+            counts[level] = None
+    if as_json:
+        emit_json({"valid": problem is None, "problem": problem,
+                   "blocks": [{"index": c.index, "text": c.text, "ok": c.ok, "value": c.value,
+                               "reason": c.reason} for c in checks],
+                   "fix_typos_candidates": {"1": counts[1], "2": counts[2]}})
+    else:
+        for c in checks:
+            verdict = f"ok (value {c.value})" if c.ok else c.reason
+            click.echo(f"block {c.index}: {c.text:<8} {verdict}")
+        if problem is None:
+            click.echo("valid: every block passes its check digit (a valid password can still "
+                       f"be the wrong one: --fix-typos=2 would test {counts[2]} corrections)")
+        else:
+            click.echo(f"invalid: {problem}")
+            if counts[1]:
+                click.echo(f"--fix-typos would test {counts[1]} corrections "
+                           f"(--fix-typos=2: {counts[2]})")
+            elif counts[1] == 0:
+                click.echo("--fix-typos finds no valid correction one typing error per block "
+                           "away")
+    if problem is not None:
+        ctx.exit(EXIT_USAGE)
+
+
+COMMANDS = [keys]
