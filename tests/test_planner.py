@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -29,7 +30,7 @@ def test_paint_matches_naive_model(size: int, paints: list[tuple[int, int, RunKi
             model[i] = (kind, delta)
     runs = list(smap.runs(0, size))
     assert runs[0].offset == 0 and runs[-1].end == size
-    for prev, nxt in zip(runs, runs[1:], strict=False):
+    for prev, nxt in itertools.pairwise(runs):
         assert prev.end == nxt.offset
     for run in runs:
         for i in range(run.offset, run.end):

@@ -49,6 +49,7 @@ about 4 GB/s, XTS about 1.8 GB/s, CBC + diffuser decrypt about 0.8 GB/s.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeAlias
@@ -138,7 +139,7 @@ class _Scratch:
     def array(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A C-contiguous array of ``shape``; its buffer is followed by >= 16 spare bytes, so
         OpenSSL may encrypt it in place (``update_into`` wants one block of slack)."""
-        nbytes = int(np.prod(shape)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         raw = self.arrays.get(name)
         if raw is None or raw.size < nbytes + 16:
             raw = np.empty(max(nbytes + 16, 4096), dtype=_U8)

@@ -458,7 +458,7 @@ def read_metadata(read: ReadFn, path: str | None = None,
         if first.block_header is not None:
             offsets = [int(o) for o in first.block_header.metadata_offsets]
         else:
-            offsets = offsets + [0, 0]
+            offsets = [*offsets, 0, 0]
         for index, off in enumerate(offsets[1:], start=2):
             copies.append(read_metadata_copy(read, off, index, path, image_size))
     else:

@@ -311,6 +311,8 @@ def read_partition_table(source: ImageSource) -> list[Partition]:
         log.info("%s: no 55AA signature at sector 0: no partition table", source.path)
         return []
 
+    log.debug("parsed MBR at offset 0 (0x0): entry types %s",
+              [f"0x{e.type:02x}" for e in mbr.entries])
     if looks_like_vbr(sector0):
         log.info("%s: sector 0 is a volume boot record (OEM %r): no partition table",
                  source.path, bytes(sector0[3:11]))
@@ -425,6 +427,7 @@ def _read_ebr_chain(source: ImageSource, ext_start: int, ext_count: int, sector_
                 log.warning("%s: EBR at LBA %d is missing or damaged (no 55AA); later "
                             "logical partitions are lost", source.path, ebr_lba)
             break
+        log.debug("parsed EBR at offset %d (0x%x)", ebr_lba * sector_size, ebr_lba * sector_size)
         next_ebr: int | None = None
         for e in ebr.entries:
             if e.type == MBR_TYPE_EMPTY or e.num_sectors == 0:
@@ -480,6 +483,9 @@ def _parse_gpt_at(source: ImageSource, lba: int, sector_size: int,
     if crc != hdr.header_crc32:
         raise _GptInvalid(f"header CRC32 mismatch (stored 0x{hdr.header_crc32:08x}, "
                           f"computed 0x{crc:08x})")
+    log.debug("parsed GPT header at offset %d (0x%x): %d entries of %d bytes at LBA %d",
+              lba * sector_size, lba * sector_size, hdr.num_entries, hdr.entry_size,
+              hdr.entries_lba)
     if hdr.current_lba != expect_current:
         raise _GptInvalid(f"header says it is at LBA {hdr.current_lba}, found at {lba}")
     if hdr.entry_size < GPT_ENTRY_SIZE or hdr.entry_size % GPT_ENTRY_SIZE:
