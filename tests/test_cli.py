@@ -253,3 +253,14 @@ def test_bad_fvek_hex(tmp_path: Path) -> None:
     code, _out, err = run("info", str(path), "--fvek", "zz")
     assert code == EXIT_USAGE
     assert "--fvek" in assert_one_line_error(err)
+
+
+@requires_real
+def test_wrong_fvek_is_a_key_error(real_image) -> None:  # type: ignore[no-untyped-def]
+    """A raw FVEK carries no MAC; a boot sector that does not decrypt gives it away."""
+    code, _out, err = run("info", str(real_image("aes-xts_128")), "--fvek", "11" * 32)
+    assert code == EXIT_KEY
+    assert "FVEK" in assert_one_line_error(err)
+    good = "4eb949c473f0edfc379ad041670ddb9c4da0abdb4482a2c8bb47250493aa1ed5"
+    code, out, _err = run("info", str(real_image("aes-xts_128")), "--fvek", good)
+    assert code == EXIT_OK and "with fvek" in out
