@@ -235,6 +235,9 @@ class BdeVolume:
         self.size_source = "image"
         self.map: SegmentMap | None = None
         self.eow: EowLayout | None = None
+        # repair hook (bdekit.repair): (volume size, where it came from) when the boot sector
+        # that normally gives it is damaged; None = from the boot sector / the image.
+        self.size_override: tuple[int, str] | None = None
 
     # -- raw access -----------------------------------------------------------------------
     def _read(self, offset: int, length: int) -> bytes:
@@ -261,6 +264,15 @@ class BdeVolume:
             self.cipher = ciphers.make_cipher(method, result.fvek, self.sector_size)
         self.verify_integrity()
         self._build_map()
+        if (result.via == "fvek" and self.size_source == "image" and self.size_override is None
+                and self.metadata.version >= 2):
+            # nothing authenticates a raw FVEK: a boot sector that does not decrypt is the
+            # only sign of a wrong one (or of a damaged relocated header: use repair then)
+            self.unlocked = None
+            self.map = None
+            raise WrongKeyError("the FVEK given does not decrypt the volume's boot sector: "
+                                "wrong FVEK (or a damaged relocated header; try "
+                                "'bdekit repair')", path=self.path)
 
     def verify_integrity(self) -> None:
         """Check each copy's SHA-256 validation datum with the VMK (when known)."""
@@ -388,6 +400,8 @@ class BdeVolume:
         return sorted(regions)
 
     def _volume_size(self) -> tuple[int, str]:
+        if self.size_override is not None:  # repair hook
+            return self.size_override
         md = self.metadata
         ss = self.sector_size
         try:
@@ -480,6 +494,8 @@ class BdeVolume:
         bh = md.block_header
         out: dict[str, Any] = {
             "path": self.path,
+            "image_offset": int(getattr(self.source, "offset", 0)),
+            "container": getattr(self.source, "kind", "raw"),
             "metadata_version": md.version,
             "header_kind": self.header.kind,
             "encryption_method": md.method_name,

@@ -1,4 +1,9 @@
-"""``bdekit decrypt`` (and ``repair``): stream the decrypted volume into an image file."""
+"""``bdekit decrypt``: stream the decrypted volume into an image file.
+
+The volume is read through the engine's salvage layer, so an unreadable sector does not stop
+the job: it is retried, isolated, written as zeros and reported (exit 6), as is the missing
+tail of a truncated capture. Damaged *metadata* is the business of ``bdekit repair``.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ from typing import Any
 
 import click
 
-from bdekit.cli.common import build_secrets, unlock_options
-from bdekit.engine import decrypt_to
+from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
+from bdekit.engine import decrypt_to, open_salvaged
 from bdekit.errors import EXIT_PARTIAL
-from bdekit.volume import open_bde
+from bdekit.volume import BdeVolume
 
 
-def _decrypt_options(func: Any) -> Any:
+def decrypt_options(func: Any) -> Any:
+    """Options ``decrypt`` and ``repair`` share (output, report, threads)."""
     func = click.option("--force", "-f", "-Force", "force", is_flag=True,
                         help="overwrite an existing output")(func)
     func = click.option("--report", "report_path", type=click.Path(dir_okay=False),
@@ -27,24 +33,40 @@ def _decrypt_options(func: Any) -> Any:
     return func
 
 
+# kept for callers of the old name
+_decrypt_options = decrypt_options
+
+
+def print_damage(report: Any, limit: int = 20) -> None:
+    for item in report.damaged[:limit]:
+        click.echo(f"bdekit: warning: {item['reason']}: offset {item['offset']}, "
+                   f"{item['length']} bytes (written as zeros)", err=True)
+    if len(report.damaged) > limit:
+        click.echo(f"bdekit: warning: ... and {len(report.damaged) - limit} more damaged "
+                   "range(s) (see --report)", err=True)
+
+
 def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) -> None:
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     secrets = build_secrets(kwargs)
-    volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
-    volume.unlock(secrets)
-    report = decrypt_to(volume, output, force=kwargs["force"], threads=kwargs["threads"],
-                        chunk_size=kwargs["chunk_size"],
-                        progress=not quiet and sys.stderr.isatty(),
-                        hash_output=not kwargs["no_hash"])
+    vsrc, salvage, _base = open_salvaged(image, offset=kwargs.get("offset"),
+                                         partition=kwargs.get("partition"))
+    try:
+        volume = BdeVolume(vsrc, path=image)
+        cli_unlock(volume, secrets, ctx)
+        report = decrypt_to(volume, output, force=kwargs["force"], threads=kwargs["threads"],
+                            chunk_size=kwargs["chunk_size"],
+                            progress=not quiet and sys.stderr.isatty(),
+                            hash_output=not kwargs["no_hash"])
+    finally:
+        salvage.close()
     if kwargs["report_path"]:
         with open(kwargs["report_path"], "w", encoding="utf-8") as fh:
             json.dump(report.to_json(), fh, indent=2)
     if not quiet:
         click.echo(report.summary(), err=True)
-        for item in report.damaged:
-            click.echo(f"bdekit: warning: {item['reason']}: offset {item['offset']}, "
-                       f"{item['length']} bytes (written as zeros)", err=True)
-    if report.bytes_missing or report.bytes_unreadable:
+        print_damage(report)
+    if report.damaged:
         ctx.exit(EXIT_PARTIAL)
 
 
@@ -52,20 +74,15 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.argument("output", type=click.Path())
 @unlock_options
-@_decrypt_options
+@decrypt_options
 @click.pass_context
 def decrypt(ctx: click.Context, image: str, output: str, **kwargs: Any) -> None:
-    """Decrypt IMAGE into the plain volume image OUTPUT."""
+    """Decrypt IMAGE into the plain volume image OUTPUT.
+
+    Unreadable sectors and the missing tail of a truncated image are written as zeros and
+    reported (exit 6); for damaged metadata use `bdekit repair`.
+    """
     _run(ctx, image, output, kwargs)
 
 
-@click.command()
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.argument("output", type=click.Path())
-@unlock_options
-@_decrypt_options
-@click.pass_context
-def repair(ctx: click.Context, image: str, output: str, **kwargs: Any) -> None:
-    """Salvage a damaged volume into OUTPUT (repair-bde compatible)."""
-    _run(ctx, image, output, kwargs)
-COMMANDS = [decrypt, repair]
+COMMANDS = [decrypt]

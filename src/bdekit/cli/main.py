@@ -59,8 +59,14 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
 
 #: Modules whose ``COMMANDS`` list is added to the group (one line per module).
 COMMAND_MODULES = [
+    "bdekit.cli.keys",
     "bdekit.cli.info",
     "bdekit.cli.decrypt",
+    "bdekit.cli.repair",
+    "bdekit.cli.keypackage",
+    "bdekit.cli.scan",
+    "bdekit.cli.mount",
+    "bdekit.cli.synth",
 ]
 
 

@@ -1,0 +1,510 @@
+"""Key packages: what decryption needs when a volume's metadata is gone.
+
+A key package holds the volume master key (VMK) protected by the recovery password and/or the
+recovery key, the full volume encryption key (FVEK) wrapped under the VMK, and the layout facts
+needed to read the volume without its metadata. With the recovery password (or the recovery key
+file, or the user password if its protector was included) it decrypts an image whose three
+metadata copies are all destroyed (``bdekit repair -kp FILE``).
+
+bdekit key package file (``.kpg``, written by ``bdekit keypackage export``)
+==========================================================================
+
+All integers little-endian; GUIDs Microsoft mixed-endian. A 160-byte header, then a genuine
+BitLocker dataset (so that any BitLocker parser, and the tolerant reader below, can use it).
+
+====  ====  ==================================================================================
+off   size  field
+====  ====  ==================================================================================
+0     8     magic ``BDEKITKP``
+8     2     format version (1)
+10    2     header size (160)
+12    4     size of the whole file
+16    16    volume GUID
+32    4     flags: bit 0 the block header below is a copy of the volume's; bit 1 the volume
+            size was read from the decrypted boot sector (else 0 or a guess); bit 2 the sector
+            size is known
+36    4     bytes per sector
+40    8     volume size in bytes (0 = unknown)
+48    16    two u64 byte offsets of the EOW information blocks (used-space-only volumes; else 0)
+64    2     volume header kind: 0 unknown, 1 Vista, 2 Windows 7+, 3 used-space-only, 4 To Go
+66    2     sectors per cluster
+68    4     reserved (0)
+72    64    the 64-byte FVE metadata block header of the copy that served (signature, size,
+            version, current / next state, state offset = conversion boundary, state size,
+            virtualized sectors, the three metadata copy offsets, relocated header block offset)
+136   16    reserved (0)
+152   4     CRC32 of the dataset (bytes 160 to the end of the file)
+156   4     CRC32 of header bytes 0-155
+160   ...   dataset: 48-byte dataset header (size, version 1, header size 48, copy size, volume
+            GUID, next nonce counter, encryption method, flags, creation FILETIME), then datums
+            copied verbatim from the volume's metadata: the description (role 7), the VMK
+            protector datums (role 2) of the recovery password, startup / recovery key and
+            (unless ``--recovery-only``) password protectors, the FVEK datum (role 3, AES-CCM
+            under the VMK) and the virtualization info datum (role 15: relocated header block
+            offset and size).
+====  ====  ==================================================================================
+
+Nothing in the package is usable without a secret: the VMK datums are exactly as on the volume
+(stretched-key AES-CCM for passwords, BEK-key AES-CCM for key files); the clear-key protector of
+a suspended volume is never exported.
+
+Other key packages (read tolerantly)
+====================================
+
+Any file holding a BitLocker datum set: an FVE metadata block, a dataset header followed by
+datums, or loose datums; in binary, or as base64 / hex text (an LDIF export of the AD DS
+``msFVE-KeyPackage`` attribute, PowerShell output in UTF-16). The file is searched for VMK
+datums (type 8) that carry an AES-CCM wrapped key, AES-CCM datums of role 3 (the FVEK), the
+virtualization info datum, dataset headers (volume GUID, method) and block headers. Facts such
+a package lacks (sector size, relocated header block, volume size, metadata offsets) are inferred
+from the image by the repair (see :mod:`bdekit.recovery`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import logging
+import os
+import re
+import uuid
+import zlib
+from pathlib import Path
+from typing import Any
+
+from construct import (
+    Array,
+    Bytes,
+    Const,
+    Container,
+    Int16ul,
+    Int32ul,
+    Int64ul,
+    ListContainer,
+    Struct,
+)
+
+from bdekit import structs
+from bdekit.constants import (
+    FVE_SIGNATURE,
+    DatumRole,
+    DatumType,
+    EncryptionMethod,
+    ProtectionType,
+    VolumeState,
+    enum_label,
+)
+from bdekit.errors import BdeError, FormatError, UsageError
+from bdekit.metadata import (
+    Datum,
+    Metadata,
+    MetadataCopy,
+    VolumeHeader,
+    parse_datum,
+    parse_datums,
+)
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"BDEKITKP"
+VERSION = 1
+HEADER_SIZE = 160
+
+FLAG_BLOCK_HEADER = 1
+FLAG_VOLUME_SIZE = 2
+FLAG_SECTOR_SIZE = 4
+
+HEADER_KINDS = {0: "", 1: "vista", 2: "win7", 3: "eow", 4: "togo"}
+KIND_CODES = {v: k for k, v in HEADER_KINDS.items()}
+
+PACKAGE_HEADER = Struct(
+    "magic" / Const(MAGIC),
+    "version" / Int16ul,
+    "header_size" / Int16ul,
+    "file_size" / Int32ul,
+    "volume_guid" / structs.Guid,
+    "flags" / Int32ul,
+    "sector_size" / Int32ul,
+    "volume_size" / Int64ul,
+    "eow_offsets" / Array(2, Int64ul),
+    "header_kind" / Int16ul,
+    "sectors_per_cluster" / Int16ul,
+    "reserved_1" / Int32ul,
+    "block_header" / Bytes(64),
+    "reserved_2" / Bytes(16),
+    "dataset_crc32" / Int32ul,
+    "header_crc32" / Int32ul,
+)
+assert PACKAGE_HEADER.sizeof() == HEADER_SIZE
+
+#: Protection types whose VMK datum goes into a package.
+RECOVERY_TYPES = (ProtectionType.RECOVERY_PASSWORD, ProtectionType.STARTUP_KEY)
+PASSWORD_TYPES = (ProtectionType.PASSWORD,)
+
+
+@dataclasses.dataclass
+class KeyPackage:
+    """A key package, ours or found in a foreign file."""
+
+    path: str
+    kind: str  # "bdekit" or "datum set"
+    datums: list[Datum]
+    volume_guid: uuid.UUID | None = None
+    method: int | None = None
+    creation_time: int = 0
+    nonce_counter: int = 0
+    block_header: Container | None = None
+    sector_size: int | None = None
+    volume_size: int | None = None
+    volume_size_verified: bool = False
+    eow_offsets: list[int] = dataclasses.field(default_factory=list)
+    header_kind: str = ""
+    sectors_per_cluster: int = 8
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def vmks(self) -> list[Datum]:
+        return [d for d in self.datums if d.type == DatumType.VOLUME_MASTER_KEY]
+
+    @property
+    def fveks(self) -> list[Datum]:
+        return [d for d in self.datums if d.type == DatumType.AES_CCM_ENCRYPTED_KEY
+                and d.role == DatumRole.FULL_VOLUME_ENCRYPTION_KEY]
+
+    @property
+    def virtualization(self) -> tuple[int, int] | None:
+        for d in self.datums:
+            if d.type == DatumType.VIRTUALIZATION_INFO:
+                return int(d.body.offset), int(d.body.size)
+        if self.block_header is not None and int(self.block_header.version) >= 2 \
+                and int(self.block_header.virtualized_offset):
+            ss = self.sector_size or 512
+            return (int(self.block_header.virtualized_offset),
+                    int(self.block_header.virtualized_sectors) * ss)
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        from bdekit.protectors import Protector
+
+        bh = self.block_header
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "volume_guid": str(self.volume_guid).upper() if self.volume_guid else None,
+            "encryption_method": enum_label(EncryptionMethod, self.method)
+            if self.method is not None else None,
+            "protectors": [Protector(d).describe() for d in self.vmks],
+            "fvek_datums": len(self.fveks),
+            "sector_size": self.sector_size,
+            "volume_size": self.volume_size,
+            "volume_size_verified": self.volume_size_verified,
+            "relocated_header": list(self.virtualization) if self.virtualization else None,
+            "metadata_offsets": [int(o) for o in bh.metadata_offsets] if bh is not None else None,
+            "state_offset": int(bh.state_offset) if bh is not None else None,
+            "state": int(bh.current_state) if bh is not None else None,
+            "eow_offsets": self.eow_offsets,
+            "notes": self.notes,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def build_package(metadata: Metadata, *, sector_size: int, volume_size: int = 0,
+                  volume_size_verified: bool = False, recovery_only: bool = False) -> bytes:
+    """The bytes of a bdekit key package for the volume described by ``metadata``."""
+    wanted = RECOVERY_TYPES if recovery_only else RECOVERY_TYPES + PASSWORD_TYPES
+    vmks = [d for d in metadata.find_all(DatumType.VOLUME_MASTER_KEY,
+                                         DatumRole.VOLUME_MASTER_KEY)
+            if int(d.body.protection) in wanted]
+    if not vmks:
+        kinds = "recovery password or startup / recovery key" + ("" if recovery_only
+                                                                 else " or password")
+        raise UsageError(f"the volume has no {kinds} protector to put in a key package "
+                         "(add one with manage-bde -protectors -add)")
+    fvek = metadata.find(DatumType.AES_CCM_ENCRYPTED_KEY, DatumRole.FULL_VOLUME_ENCRYPTION_KEY)
+    if fvek is None:
+        raise FormatError("the metadata holds no FVEK datum (AES-CCM, role 3)")
+    datums: list[Datum] = []
+    desc = metadata.find(DatumType.UNICODE, DatumRole.DESCRIPTION)
+    if desc is not None:
+        datums.append(desc)
+    datums += vmks
+    datums.append(fvek)
+    virt = metadata.find(DatumType.VIRTUALIZATION_INFO)
+    if virt is not None:
+        datums.append(virt)
+    body = b"".join(d.raw for d in datums)
+    ds = metadata.dataset
+    dataset = structs.DATASET_HEADER.build(Container(
+        size=48 + len(body), version=1, header_size=48, copy_size=48 + len(body),
+        volume_guid=ds.volume_guid, nonce_counter=int(ds.nonce_counter),
+        method=int(ds.method), method_flags=int(ds.method_flags),
+        creation_time=int(ds.creation_time))) + body
+    block = metadata.best.block[:64]
+    flags = FLAG_SECTOR_SIZE
+    if len(block) == 64 and block[:8] == FVE_SIGNATURE:
+        flags |= FLAG_BLOCK_HEADER
+    else:
+        block = bytes(64)
+    if volume_size_verified:
+        flags |= FLAG_VOLUME_SIZE
+    header = metadata.header
+    fields = Container(
+        version=VERSION, header_size=HEADER_SIZE, file_size=HEADER_SIZE + len(dataset),
+        volume_guid=ds.volume_guid, flags=flags, sector_size=sector_size,
+        volume_size=volume_size,
+        eow_offsets=ListContainer([*header.eow_offsets, 0, 0][:2]),
+        header_kind=KIND_CODES.get(header.kind, 0),
+        sectors_per_cluster=header.sectors_per_cluster or 8, reserved_1=0,
+        block_header=bytes(block), reserved_2=bytes(16),
+        dataset_crc32=zlib.crc32(dataset), header_crc32=0)
+    raw = PACKAGE_HEADER.build(fields)
+    fields.header_crc32 = zlib.crc32(raw[:156])
+    return PACKAGE_HEADER.build(fields) + dataset
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def read_key_package(path: str | os.PathLike[str]) -> KeyPackage:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read key package: {exc.strerror}", path=path) from None
+    return parse_key_package(data, os.fspath(path))
+
+
+def parse_key_package(data: bytes, path: str = "<key package>") -> KeyPackage:
+    """Our format when the magic is there and the checksums hold; else search the bytes."""
+    if data[:8] == MAGIC:
+        try:
+            return _parse_ours(data, path)
+        except BdeError as exc:
+            log.warning("%s: damaged bdekit key package (%s); searching it for datums", path,
+                        exc.message)
+    pkg = scan_datum_set(data, path)
+    if pkg is None:
+        raise FormatError("no BitLocker key package found: the file holds no VMK datum with a "
+                          "wrapped key and no FVEK datum", path=path)
+    return pkg
+
+
+def _parse_ours(data: bytes, path: str) -> KeyPackage:
+    if len(data) < HEADER_SIZE:
+        raise FormatError("truncated header", path=path, offset=0)
+    try:
+        head = PACKAGE_HEADER.parse(data[:HEADER_SIZE])
+    except Exception as exc:  # construct error
+        raise FormatError(f"header does not parse: {exc}", path=path, offset=0) from None
+    if head.version != VERSION or head.header_size != HEADER_SIZE:
+        raise FormatError(f"unsupported version {head.version} / header size "
+                          f"{head.header_size}", path=path, offset=8)
+    if zlib.crc32(data[:156]) != head.header_crc32:
+        raise FormatError("header CRC32 mismatch", path=path, offset=156)
+    dataset = data[HEADER_SIZE:head.file_size]
+    if head.file_size > len(data) or zlib.crc32(dataset) != head.dataset_crc32:
+        raise FormatError("dataset CRC32 mismatch (truncated or damaged file)", path=path,
+                          offset=HEADER_SIZE)
+    ds = structs.DATASET_HEADER.parse(dataset[:48])
+    datums = parse_datums(dataset[48:ds.size], HEADER_SIZE + 48, path)
+    block_header = None
+    if head.flags & FLAG_BLOCK_HEADER:
+        block_header = structs.FVE_BLOCK_HEADER.parse(head.block_header)
+    return KeyPackage(
+        path=path, kind="bdekit", datums=datums, volume_guid=ds.volume_guid,
+        method=int(ds.method), creation_time=int(ds.creation_time),
+        nonce_counter=int(ds.nonce_counter), block_header=block_header,
+        sector_size=int(head.sector_size) if head.flags & FLAG_SECTOR_SIZE else None,
+        volume_size=int(head.volume_size) or None,
+        volume_size_verified=bool(head.flags & FLAG_VOLUME_SIZE),
+        eow_offsets=[int(o) for o in head.eow_offsets if o],
+        header_kind=HEADER_KINDS.get(int(head.header_kind), ""),
+        sectors_per_cluster=int(head.sectors_per_cluster) or 8)
+
+
+# -- tolerant search ---------------------------------------------------------------------------
+
+_B64_RE = re.compile(rb"[A-Za-z0-9+/]{64,}={0,2}")
+_HEX_RE = re.compile(rb"(?:[0-9A-Fa-f]{2}[ :\-]?){48,}")
+
+
+def _text_blobs(data: bytes) -> list[bytes]:
+    """Binary blobs hidden in a text file: base64 (LDIF ``attr:: value`` with folded lines,
+    or bare) and hex dumps. UTF-16 text (PowerShell) is read too."""
+    text = data
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 16 and data[1::2].count(0)
+                                                  > len(data) // 4):
+        try:
+            enc = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le"
+            text = data.decode(enc).encode("ascii", "ignore")
+        except UnicodeDecodeError:
+            text = data
+    unfolded = re.sub(rb"\r?\n[ \t]", b"", text)  # LDIF continuation lines
+    blobs: list[bytes] = []
+    for match in _B64_RE.finditer(unfolded):
+        token = match.group(0)
+        try:
+            blobs.append(base64.b64decode(token + b"=" * (-len(token) % 4)))
+        except (binascii.Error, ValueError):
+            continue
+    for match in _HEX_RE.finditer(text):
+        digits = re.sub(rb"[^0-9A-Fa-f]", b"", match.group(0))
+        if len(digits) % 2 == 0:
+            try:
+                blobs.append(bytes.fromhex(digits.decode()))
+            except ValueError:
+                continue
+    return blobs
+
+
+def _datum_at(blob: bytes, start: int) -> Datum | None:
+    if start < 0 or start + 8 > len(blob):
+        return None
+    size = int.from_bytes(blob[start:start + 2], "little")
+    if size < 8 or start + size > len(blob):
+        return None
+    try:
+        return parse_datum(blob[start:start + size], start)
+    except BdeError:
+        return None
+
+
+def _good_vmk(d: Datum) -> bool:
+    return d.type == DatumType.VOLUME_MASTER_KEY and any(
+        c.type == DatumType.AES_CCM_ENCRYPTED_KEY for c in d.children)
+
+
+def _good_fvek(d: Datum) -> bool:
+    return (d.type == DatumType.AES_CCM_ENCRYPTED_KEY
+            and d.role == DatumRole.FULL_VOLUME_ENCRYPTION_KEY and len(d.body.data) >= 12)
+
+
+#: (role, type) pairs searched for, with the check the parsed datum must pass.
+_MARKERS: list[tuple[bytes, Any]] = [
+    ((2).to_bytes(2, "little") + (8).to_bytes(2, "little"), _good_vmk),
+    ((3).to_bytes(2, "little") + (5).to_bytes(2, "little"), _good_fvek),
+    ((15).to_bytes(2, "little") + (15).to_bytes(2, "little"),
+     lambda d: d.type == DatumType.VIRTUALIZATION_INFO),
+    ((7).to_bytes(2, "little") + (2).to_bytes(2, "little"),
+     lambda d: d.type == DatumType.UNICODE),
+]
+
+
+def scan_datum_set(data: bytes, path: str = "<key package>") -> KeyPackage | None:
+    """Search ``data`` (and base64 / hex blobs in it) for the datums a key package needs."""
+    pkg = KeyPackage(path=path, kind="datum set", datums=[])
+    seen: set[bytes] = set()
+    for blob in [data, *_text_blobs(data)]:
+        _scan_blob(blob, pkg, seen)
+    if not pkg.vmks and not pkg.fveks:
+        return None
+    if not pkg.vmks:
+        pkg.notes.append("no VMK datum: the package needs --vmk or a VMK from elsewhere")
+    if not pkg.fveks:
+        pkg.notes.append("no FVEK datum: the package cannot decrypt alone")
+    log.info("%s: datum set with %d VMK and %d FVEK datum(s)", path, len(pkg.vmks),
+             len(pkg.fveks))
+    return pkg
+
+
+def _scan_blob(blob: bytes, pkg: KeyPackage, seen: set[bytes]) -> None:
+    # block headers: everything at once
+    i = blob.find(FVE_SIGNATURE)
+    while i != -1:
+        if i + 112 <= len(blob):
+            try:
+                bh = structs.FVE_BLOCK_HEADER.parse(blob[i:i + 64])
+                if bh.version in (1, 2):
+                    if pkg.block_header is None:
+                        pkg.block_header = bh
+            except Exception:  # construct error: not a block header
+                pass
+        i = blob.find(FVE_SIGNATURE, i + 1)
+    # dataset headers: version 1, header size 48
+    marker = b"\x01\x00\x00\x00\x30\x00\x00\x00"
+    i = blob.find(marker)
+    while i != -1:
+        start = i - 4
+        if start >= 0 and start + 48 <= len(blob):
+            ds = structs.DATASET_HEADER.parse(blob[start:start + 48])
+            if 48 <= ds.size <= len(blob) - start and pkg.volume_guid is None and \
+                    (ds.method in EncryptionMethod.__members__.values() or ds.method == 0):
+                pkg.volume_guid = ds.volume_guid
+                pkg.method = int(ds.method) or None
+                pkg.creation_time = int(ds.creation_time)
+                pkg.nonce_counter = int(ds.nonce_counter)
+        i = blob.find(marker, i + 1)
+    # loose datums
+    for marker, check in _MARKERS:
+        i = blob.find(marker)
+        while i != -1:
+            datum = _datum_at(blob, i - 2)
+            if datum is not None and check(datum) and datum.raw not in seen:
+                seen.add(datum.raw)
+                pkg.datums.append(datum)
+            i = blob.find(marker, i + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata from a package
+# --------------------------------------------------------------------------------------------
+
+
+def block_header_container(**fields: Any) -> Container:
+    """A parsed-looking FVE block header built from ``fields`` (defaults: v2, encrypted)."""
+    values: dict[str, Any] = dict(size=0, version=2, current_state=VolumeState.ENCRYPTED,
+                                  next_state=VolumeState.ENCRYPTED, state_offset=0,
+                                  state_size=0, virtualized_sectors=0,
+                                  metadata_offsets=[0, 0, 0], virtualized_offset=0)
+    values.update(fields)
+    values["metadata_offsets"] = ListContainer([*values["metadata_offsets"], 0, 0, 0][:3])
+    return structs.FVE_BLOCK_HEADER.parse(structs.FVE_BLOCK_HEADER.build(Container(values)))
+
+
+def package_metadata(pkg: KeyPackage, header: VolumeHeader | None = None, *,
+                     method: int | None = None) -> Metadata:
+    """A :class:`Metadata` served by the package, so that :class:`~bdekit.volume.BdeVolume`
+    and :func:`~bdekit.protectors.unlock` work unchanged (``source = "key package"``).
+
+    ``header`` is the image's volume header when it still parses; facts the package lacks stay
+    zero (unknown) for the repair to infer."""
+    bh = pkg.block_header
+    if bh is None:
+        offsets = list(header.metadata_offsets) if header is not None else [0, 0, 0]
+        virt = pkg.virtualization
+        ss = pkg.sector_size or (header.bytes_per_sector if header else 512)
+        bh = block_header_container(
+            metadata_offsets=offsets,
+            virtualized_offset=virt[0] if virt else 0,
+            virtualized_sectors=(virt[1] // ss) if virt else 0)
+    guid = pkg.volume_guid or uuid.UUID(int=0)
+    meth = method if method is not None else (pkg.method or 0)
+    dataset = structs.DATASET_HEADER.parse(structs.DATASET_HEADER.build(Container(
+        size=48, version=1, header_size=48, copy_size=48, volume_guid=guid,
+        nonce_counter=pkg.nonce_counter, method=meth, method_flags=0,
+        creation_time=pkg.creation_time)))
+    if header is None:
+        version = int(bh.version)
+        kind = pkg.header_kind or ("vista" if version == 1 else
+                                   ("eow" if pkg.eow_offsets else "win7"))
+        header = VolumeHeader(kind=kind, oem_id=b"", bytes_per_sector=pkg.sector_size or 512,
+                              sectors_per_cluster=pkg.sectors_per_cluster,
+                              metadata_offsets=[int(o) for o in bh.metadata_offsets],
+                              eow_offsets=list(pkg.eow_offsets), guid_record_offset=None,
+                              raw=b"")
+    elif pkg.sector_size and header.bytes_per_sector != pkg.sector_size:
+        header = dataclasses.replace(header, bytes_per_sector=pkg.sector_size)
+    copy = MetadataCopy(index=0, offset=0, status="key package", block_header=bh,
+                        dataset_header=dataset, datums=list(pkg.datums), block=b"",
+                        crc_ok=True)
+    return Metadata(header=header, copies=[copy], best=copy, source="key package")
+
+
+__all__ = ["HEADER_SIZE", "MAGIC", "KeyPackage", "block_header_container", "build_package",
+           "package_metadata", "parse_key_package", "read_key_package", "scan_datum_set"]
