@@ -67,6 +67,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import signal
 import stat
 import threading
@@ -74,6 +75,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from bdekit.errors import OutputExistsError, ReadError, UsageError
 from bdekit.sources import ImageSource
@@ -687,6 +690,74 @@ def _hash_prefix(path: str, length: int, digest: Any, chunk: int) -> None:
         os.close(fd)
 
 
+def is_all_zero(view: memoryview) -> bool:
+    """Whether a buffer is all zero bytes (vectorised; a memoryview comparison is slow)."""
+    n = len(view)
+    if n == 0:
+        return True
+    if view[0] or view[n - 1]:
+        return False
+    words = n // 8
+    if words and np.frombuffer(view, dtype=np.uint64, count=words).any():
+        return False
+    return not any(view[words * 8:])
+
+
+class _Hasher:
+    """SHA-256 of the output on a thread of its own, fed in order; recycles the buffers.
+
+    hashlib releases the GIL on large updates, so hashing overlaps writing and decrypting
+    instead of adding to the writer's time."""
+
+    def __init__(self, digest: Any, free: queue.Queue[bytearray]) -> None:
+        self.digest = digest
+        self.free = free
+        self.error: BaseException | None = None
+        self.jobs: queue.Queue[tuple[bytearray, int] | None] = queue.Queue()
+        self.thread: threading.Thread | None = None
+        if digest is not None:
+            self.thread = threading.Thread(target=self._run, name="bdekit-sha256", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            buf, length = job
+            try:
+                if self.error is None:
+                    self.digest.update(memoryview(buf)[:length])
+            except BaseException as exc:  # surfaced by finish()
+                self.error = exc
+            self.free.put(buf)
+
+    def take(self) -> bytearray:
+        return self.free.get()
+
+    def feed(self, buf: bytearray, length: int) -> None:
+        if self.thread is None:
+            self.free.put(buf)
+        else:
+            self.jobs.put((buf, length))
+
+    def finish(self) -> str:
+        if self.thread is None:
+            return ""
+        self.jobs.put(None)
+        self.thread.join()
+        self.thread = None
+        if self.error is not None:
+            raise self.error
+        return str(self.digest.hexdigest())
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.jobs.put(None)
+            self.thread.join()
+            self.thread = None
+
+
 def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: int | None = None,
                chunk_size: int = DEFAULT_CHUNK, progress: bool = False,
                hash_output: bool = True, read_chunk: ChunkFn | None = None,
@@ -763,9 +834,12 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
     if digest is not None and start:
         _hash_prefix(writer.path, start, digest, chunk_size)
     bar = _Progress(size, progress, start)
-    zero_chunk = bytes(chunk_size)
-    free: collections.deque[bytearray] = collections.deque(
-        bytearray(chunk_size) for _ in range(threads * 2))
+    depth = threads * 2
+    # buffers come back to ``free`` from the hasher thread once hashed (or at once)
+    free: queue.Queue[bytearray] = queue.Queue()
+    for _ in range(depth + 2):
+        free.put(bytearray(chunk_size))
+    hasher = _Hasher(digest, free)
     pending: collections.deque[tuple[int, int, bytearray, Future[list[Damage] | None]]] = \
         collections.deque()
     interval = float(os.environ.get("BDEKIT_JOURNAL_INTERVAL", "1") or 1)
@@ -773,7 +847,12 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
     last_save = time.monotonic()
 
     def work(offset: int, buf: bytearray, length: int) -> list[Damage] | None:
-        return reader(offset, memoryview(buf)[:length])
+        # read, decrypt and write (positional, so workers need no ordering); the main thread
+        # only consumes results in order, for the hash, the damage list and the journal
+        view = memoryview(buf)[:length]
+        damage = reader(offset, view)
+        writer.write(offset, view, is_all_zero(view))
+        return damage
 
     def checkpoint() -> None:
         if journal is not None:
@@ -788,24 +867,19 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
                 try:
                     offset = start
                     while offset < size or pending:
-                        while offset < size and free:
+                        while offset < size and len(pending) < depth:
                             length = min(chunk_size, size - offset)
-                            buf = free.popleft()
+                            buf = hasher.take()
                             pending.append((offset, length, buf,
                                             pool.submit(work, offset, buf, length)))
                             offset += length
                         off, length, buf, fut = pending.popleft()
                         damage = fut.result()
-                        view = memoryview(buf)[:length]
-                        is_zero = view == zero_chunk[:length]
-                        writer.write(off, view, is_zero)
-                        if digest is not None:
-                            digest.update(view)
+                        hasher.feed(buf, length)
                         if damage:
                             found.extend(damage)
                         done = off + length
                         bar.update(length)
-                        free.append(buf)
                         if journal is not None and time.monotonic() - last_save >= interval:
                             checkpoint()
                             last_save = time.monotonic()
@@ -813,7 +887,7 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
                     for _off, _len, _buf, fut in pending:
                         fut.cancel()
                     raise
-            sha = digest.hexdigest() if digest is not None else ""
+            sha = hasher.finish()
             if journal is not None:
                 if not device:
                     os.ftruncate(writer.fd, size)
@@ -822,6 +896,7 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
                              sha256=sha)
             writer.finish()
     except BaseException as exc:
+        hasher.stop()
         bar.close()
         if journal is not None and not writer.closed:
             try:
