@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import random
 import struct
 
 import pytest
@@ -108,3 +111,34 @@ def test_real_eow_plan_has_plain_chunks(real_image) -> None:  # type: ignore[no-
     kinds = {r.kind for r in volume.plan(0, volume.volume_size)}
     assert {RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.ZERO, RunKind.RELOCATED} <= kinds
     assert volume.eow is not None and volume.eow.chunk_size == 8 << 20
+
+
+def test_stream_is_safe_from_several_threads() -> None:
+    """Many threads reading one stream (positional reads) get exactly the right bytes."""
+    import threading
+
+    from bdekit.volume import open_volume
+    from tests.conftest import FIXTURES
+
+    manifest = json.loads((FIXTURES / "xts128-rp.img.manifest.json").read_text())
+    rp = manifest["protectors"][0]["recovery_password"]
+    stream = open_volume(FIXTURES / "xts128-rp.img", recovery_password=rp)
+    whole = stream.read()
+    assert len(whole) == manifest["volume_size"]
+    errors: list[str] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(200):
+            off = rng.randrange(0, len(whole) - 5000)
+            n = rng.randrange(1, 5000)
+            if stream.pread(n, off) != whole[off:off + n]:
+                errors.append(f"{off}+{n}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert hashlib.sha256(whole).hexdigest() == manifest["volume_sha256"]

@@ -86,6 +86,26 @@ def test_volume_header_round_trip(guid: uuid.UUID, offsets: list[int], eow: list
     assert structs.WIN7_VOLUME_HEADER.build(parsed) == data
 
 
+@given(st.lists(u64, min_size=3, max_size=3))
+def test_togo_header_round_trip_and_recognised(offsets: list[int]) -> None:
+    from bdekit.metadata import parse_volume_header
+
+    prefix = Container(jump=b"\xebX\x90", oem_id=b"MSWIN4.1", bytes_per_sector=512,
+                       sectors_per_cluster=8, reserved_sectors=0x1FE0, fat_count=1,
+                       root_entries=0, total_sectors_16=0, media_descriptor=0xF8,
+                       sectors_per_fat_16=0, sectors_per_track=63, heads=255, hidden_sectors=0,
+                       total_sectors_32=0, unknown_36=0, total_sectors_64=0, mft_cluster=0,
+                       metadata_lcn=0)
+    header = Container(prefix=prefix, boot_code_1=bytes(424 - 64),
+                       record=Container(guid=BITLOCKER_GUID, metadata_offsets=offsets),
+                       boot_code_2=bytes(510 - 424 - 40))
+    data = structs.TOGO_VOLUME_HEADER.build(header)
+    assert data[424:440] == BITLOCKER_GUID.bytes_le and data[3:11] == b"MSWIN4.1"
+    assert structs.TOGO_VOLUME_HEADER.build(structs.TOGO_VOLUME_HEADER.parse(data)) == data
+    parsed = parse_volume_header(data)
+    assert parsed.kind == "togo" and parsed.metadata_offsets == offsets
+
+
 @given(u16, st.sampled_from([1, 2]), u16, u16, u64, u32, u32,
        st.lists(u64, min_size=3, max_size=3), u64)
 def test_block_header_round_trip(size: int, version: int, cur: int, nxt: int, so: int,

@@ -209,6 +209,18 @@ def random_reads(image: Path, rp: str, count: int = 20000) -> float:
     return count / (time.perf_counter() - start)
 
 
+def fuse_reads(image: Path, rp: str) -> dict[str, Any] | None:
+    """tools/bench_fuse.py: the same random ranges through a FUSE mount and open_volume."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    try:
+        from bench_fuse import fuse_vs_direct  # type: ignore[import-not-found]
+
+        return fuse_vs_direct(image, {"recovery_password": rp}, count=10000, rounds=3)
+    except Exception as exc:  # FUSE unavailable here: say so, keep benchmarking
+        print(f"  FUSE benchmark unavailable: {exc}")
+        return None
+
+
 def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
     image = work / "bench-rss-16G.img"
     manifest = work / "bench-rss-16G.manifest.json"
@@ -241,6 +253,8 @@ def main() -> None:
     parser.add_argument("--dissect-mib", type=int, default=16)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--big-rss", action="store_true", help="16 GiB peak-RSS run")
+    parser.add_argument("--fuse", action="store_true",
+                        help="random 4 KiB reads through a FUSE mount vs open_volume")
     parser.add_argument("--keep", action="store_true", help="keep the built images")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
@@ -274,6 +288,12 @@ def main() -> None:
         row["openssl 1 core (CPU limit)"] = openssl_speed(method)
         if method == "aes-xts-128":
             row["open_volume random 4K reads/s"] = random_reads(image, rp)
+            if args.fuse:
+                fuse = fuse_reads(image, rp)
+                if fuse:
+                    row["FUSE random 4K reads/s"] = fuse["fuse"]
+                    row["open_volume (same ranges) reads/s"] = fuse["direct"]
+                    print(f"  FUSE / open_volume random reads: {fuse['ratio'] * 100:.0f} %")
         results["methods"][method] = row
         for name, value in row.items():
             if value is None:

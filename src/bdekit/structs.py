@@ -121,6 +121,15 @@ WIN7_VOLUME_HEADER = Struct(
     "signature" / Const(b"\x55\xaa"),
 )
 
+#: A BitLocker To Go volume header (FAT32-style, OEM ``MSWIN4.1``): the GUID record sits at 424.
+TOGO_VOLUME_HEADER = Struct(
+    "prefix" / BOOT_SECTOR_PREFIX,
+    "boot_code_1" / Bytes(TOGO_GUID_RECORD_OFFSET - 64),
+    "record" / GUID_RECORD,
+    "boot_code_2" / Bytes(510 - TOGO_GUID_RECORD_OFFSET - GUID_RECORD.sizeof()),
+    "signature" / Const(b"\x55\xaa"),
+)
+
 # --------------------------------------------------------------------------------------------
 # FVE metadata block
 # --------------------------------------------------------------------------------------------
@@ -296,6 +305,7 @@ __all__ = [
     "GUID_RECORD",
     "GUID_RECORD_OFFSET",
     "TOGO_GUID_RECORD_OFFSET",
+    "TOGO_VOLUME_HEADER",
     "VALIDATION_HEADER",
     "WIN7_VOLUME_HEADER",
     "Guid",
