@@ -264,3 +264,17 @@ def test_wrong_fvek_is_a_key_error(real_image) -> None:  # type: ignore[no-untyp
     good = "4eb949c473f0edfc379ad041670ddb9c4da0abdb4482a2c8bb47250493aa1ed5"
     code, out, _err = run("info", str(real_image("aes-xts_128")), "--fvek", good)
     assert code == EXIT_OK and "with fvek" in out
+
+
+def test_decrypt_to_character_device_needs_force() -> None:
+    """/dev/null as output: refused without --force, then written in place (no sync error)."""
+    from tests.conftest import FIXTURES
+
+    manifest = json.loads((FIXTURES / "xts128-rp.img.manifest.json").read_text())
+    rp = manifest["protectors"][0]["recovery_password"]
+    image = str(FIXTURES / "xts128-rp.img")
+    code, _out, err = run("decrypt", image, "/dev/null", "-rp", rp)
+    assert code == EXIT_USAGE and "--force" in assert_one_line_error(err)
+    code, _out, err = run("decrypt", image, "/dev/null", "-rp", rp, "--force")
+    assert code == EXIT_OK, err
+    assert manifest["volume_sha256"] in err  # the summary line names the output's SHA-256

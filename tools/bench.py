@@ -235,7 +235,7 @@ def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
     rp = recovery_password(json.loads(manifest.read_text()))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     elapsed, proc = timed([sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt",
-                           str(image), "/dev/null", "-rp", rp, "--no-hash"])
+                           str(image), "/dev/null", "-rp", rp, "--no-hash", "--force"])
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode not in (0, 6):
         print("  16 GiB decrypt failed:", proc.stderr.decode(errors="replace")[-300:])

@@ -63,6 +63,7 @@ import bisect
 import collections
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
@@ -606,12 +607,20 @@ class Writer:
             offset += n
 
     def sync(self) -> None:
-        os.fdatasync(self.fd)
+        self._flush(os.fdatasync)
+
+    def _flush(self, how: Callable[[int], None]) -> None:
+        try:
+            how(self.fd)
+        except OSError as exc:
+            # character devices (/dev/null, some tapes) cannot be synced: nothing to flush
+            if not (self.device and exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EROFS)):
+                raise
 
     def finish(self) -> None:
         if not self.device:
             os.ftruncate(self.fd, self.size)
-        os.fsync(self.fd)
+        self._flush(os.fsync)
         os.close(self.fd)
         self.closed = True
         if not self.device:
