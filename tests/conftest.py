@@ -51,6 +51,22 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     logger.propagate = True
 
 
+@pytest.fixture(scope="session")
+def xts(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A synthetic AES-XTS-128 volume (tests/test_repair_support.py, built once)."""
+    from tests.test_repair_support import synth_image
+
+    return synth_image(tmp_path_factory, "xts", method="aes-xts-128")
+
+
+@pytest.fixture(scope="session")
+def cbc4k(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A synthetic AES-CBC-256 volume with 4096-byte sectors (built once)."""
+    from tests.test_repair_support import synth_image
+
+    return synth_image(tmp_path_factory, "cbc4k", method="aes-cbc-256", sector_size=4096)
+
+
 def have_real() -> bool:
     return (REAL_DIR / "reference-digests.json").is_file()
 

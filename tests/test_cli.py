@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from construct import Container, ListContainer
 
-from bdekit import structs
+from bdekit import synth
 from bdekit.cli.main import cli
-from bdekit.constants import DatumType
 from bdekit.errors import (
     EXIT_FORMAT,
     EXIT_KEY,
@@ -41,15 +39,7 @@ def assert_one_line_error(stderr: str) -> str:
 
 
 def make_bek(guid: uuid.UUID, key: bytes) -> bytes:
-    ext = Container(role=6, type=DatumType.EXTERNAL_KEY, version=1,
-                    body=Container(guid=guid, modified_time=0, datums=ListContainer([
-                        Container(role=0, type=DatumType.KEY, version=1,
-                                  body=Container(key_type=0x2002, key_flags=0, key=key))])))
-    body = structs.DATUM.build(ext)
-    header = structs.DATASET_HEADER.build(Container(
-        size=48 + len(body), version=1, header_size=48, copy_size=48 + len(body),
-        volume_guid=guid, nonce_counter=1, method=0, method_flags=0, creation_time=0))
-    return header + body
+    return synth.build_bek(guid, key, 0)
 
 
 def test_non_bitlocker_file(tmp_path: Path) -> None:

@@ -25,11 +25,6 @@ from tests.test_repair_support import MiB, Synth, run_cli, synth_image
 
 
 @pytest.fixture(scope="session")
-def xts(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth_image(tmp_path_factory, "xts", method="aes-xts-128")
-
-
-@pytest.fixture(scope="session")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synth_image(tmp_path_factory, "big", size="96M", method="aes-xts-128")
 

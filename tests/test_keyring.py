@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from construct import Container, ListContainer
 
-from bdekit import keys, structs, synth
+from bdekit import keys, synth
 from bdekit.cli.main import cli
-from bdekit.constants import DatumType
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_USAGE
 from bdekit.keyring import load_keyring, parse_escrow
 from tests.conftest import REAL_DIR, REAL_RP, requires_real
@@ -72,15 +70,7 @@ def fold_ldif(line: str, width: int = 76) -> str:
 
 
 def make_bek(guid: uuid.UUID, key: bytes) -> bytes:
-    ext = Container(role=6, type=DatumType.EXTERNAL_KEY, version=1,
-                    body=Container(guid=guid, modified_time=0, datums=ListContainer([
-                        Container(role=0, type=DatumType.KEY, version=1,
-                                  body=Container(key_type=0x2002, key_flags=0, key=key))])))
-    body = structs.DATUM.build(ext)
-    header = structs.DATASET_HEADER.build(Container(
-        size=48 + len(body), version=1, header_size=48, copy_size=48 + len(body),
-        volume_guid=guid, nonce_counter=1, method=0, method_flags=0, creation_time=0))
-    return header + body
+    return synth.build_bek(guid, key, 0)
 
 
 # --------------------------------------------------------------------------------------------

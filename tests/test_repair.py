@@ -32,16 +32,6 @@ REGION = 64 << 10
 
 
 @pytest.fixture(scope="session")
-def xts(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth_image(tmp_path_factory, "xts", method="aes-xts-128")
-
-
-@pytest.fixture(scope="session")
-def cbc4k(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth_image(tmp_path_factory, "cbc4k", method="aes-cbc-256", sector_size=4096)
-
-
-@pytest.fixture(scope="session")
 def diffuser(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synth_image(tmp_path_factory, "diffuser", method="aes-cbc-128-diffuser")
 

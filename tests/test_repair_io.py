@@ -8,8 +8,6 @@ import json
 import struct
 from pathlib import Path
 
-import pytest
-
 from bdekit.engine import NOT_RESCUED, UNREADABLE
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
 from tests.test_repair_support import (
@@ -19,20 +17,9 @@ from tests.test_repair_support import (
     check_repaired,
     damage,
     run_cli,
-    synth_image,
 )
 
 REGION = 64 << 10
-
-
-@pytest.fixture(scope="session")
-def xts(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth_image(tmp_path_factory, "xts", method="aes-xts-128")
-
-
-@pytest.fixture(scope="session")
-def cbc4k(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    return synth_image(tmp_path_factory, "cbc4k", method="aes-cbc-256", sector_size=4096)
 
 
 def _bad_layout(s: Synth) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:

@@ -767,7 +767,7 @@ class _Hasher:
             self.thread = None
 
 
-def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: int | None = None,
+def _decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: int | None = None,
                chunk_size: int = DEFAULT_CHUNK, progress: bool = False,
                hash_output: bool = True, read_chunk: ChunkFn | None = None,
                journal: Journal | None = None, resume: bool = False,
@@ -838,10 +838,7 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
     threads = max(1, threads or os.cpu_count() or 1)
     reader: ChunkFn = read_chunk or ChunkReader(volume)
     started = time.perf_counter()
-    writer = Writer(output, size, device=device, keep=start if state is not None else None)
     digest = hashlib.sha256() if hash_output else None
-    if digest is not None and start:
-        _hash_prefix(writer.path, start, digest, chunk_size)
     bar = _Progress(size, progress, start)
     depth = threads * 2
     # buffers come back to ``free`` from the hasher thread once hashed (or at once)
@@ -868,7 +865,12 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
             writer.sync()
             journal.save(partial=writer.path, done=done, damage=found)
 
+    # the SIGTERM handler is in place (see decrypt_to) before the partial file exists, and the
+    # try block starts right after it is created, so an interrupt never strands it
+    writer = Writer(output, size, device=device, keep=start if state is not None else None)
     try:
+        if digest is not None and start:
+            _hash_prefix(writer.path, start, digest, chunk_size)
         with _sigterm_as_interrupt():
             if journal is not None:
                 journal.save(partial=writer.path, done=done, damage=found)
@@ -926,6 +928,15 @@ def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: 
     report.throughput_mb_s = (size - start) / 1e6 / report.seconds if report.seconds else 0.0
     report.set_damage([*missing, *extra_damage, *found])
     return report
+
+
+def decrypt_to(volume: BdeVolume, output: str, **kwargs: Any) -> Report:
+    """Decrypt the whole (unlocked) volume to ``output``; see :func:`_decrypt_to`.
+
+    SIGTERM is turned into an interrupt for the whole job (main thread only), so the cleanup
+    that removes a partial output also runs when the job is terminated."""
+    with _sigterm_as_interrupt():
+        return _decrypt_to(volume, output, **kwargs)
 
 
 __all__ = ["DEFAULT_CHUNK", "MISSING", "NOT_RESCUED", "UNREADABLE", "ChunkReader", "Damage",
