@@ -27,6 +27,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import enum
+import hashlib
 import io
 import logging
 import os
@@ -263,6 +264,7 @@ class BdeVolume:
         else:
             self.cipher = ciphers.make_cipher(method, result.fvek, self.sector_size)
         self.verify_integrity()
+        self.eow = self._load_eow()
         self._build_map()
         if (result.via == "fvek" and self.size_source == "image" and self.size_override is None
                 and self.metadata.version >= 2):
@@ -288,8 +290,6 @@ class BdeVolume:
             except (WrongKeyError, BdeError):
                 copy.integrity = "mismatch"
                 continue
-            import hashlib
-
             digest = bytes(inner.body.key) if inner.type == DatumType.KEY else b""
             copy.integrity = "ok" if digest == hashlib.sha256(copy.block).digest() else "mismatch"
             if copy.integrity != "ok":
@@ -297,6 +297,17 @@ class BdeVolume:
                             copy.index, copy.offset)
 
     # -- layout -----------------------------------------------------------------------------
+    def _load_eow(self) -> EowLayout | None:
+        """The used-space-only bitmaps, read once; damaged ones mean "all encrypted"."""
+        if not self.header.eow_offsets:
+            return None
+        try:
+            return read_eow(self._read, self.header.eow_offsets, self.sector_size, self.path)
+        except FormatError as exc:
+            log.warning("used-space-only bitmaps unusable (%s): treating every chunk as "
+                        "encrypted", exc.one_line())
+            return None
+
     def _build_map(self) -> None:
         md = self.metadata
         ss = self.sector_size
@@ -305,8 +316,6 @@ class BdeVolume:
         decrypted = md.state == VolumeState.DECRYPTED or self.cipher is None
         smap = SegmentMap(size, RunKind.PLAIN if decrypted else RunKind.ENCRYPTED, not decrypted)
         if not decrypted:
-            self.eow = read_eow(self._read, self.header.eow_offsets, ss, self.path) \
-                if self.header.eow_offsets else None
             if self.eow is not None:
                 for region_off, region_size, bitmap, bits in self.eow.regions:
                     for start, end, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
@@ -391,10 +400,6 @@ class BdeVolume:
                 regions.append((virt[0], nsec * ss))
         if self.eow is not None:
             regions += self.eow.reserved
-        elif self.header.eow_offsets and md.state == VolumeState.DECRYPTED:
-            eow = read_eow(self._read, self.header.eow_offsets, ss, self.path)
-            if eow is not None:
-                regions += eow.reserved
         if md.state == VolumeState.SWITCHING_DIRTY and md.block_header.state_size:
             regions.append((int(md.block_header.state_offset), int(md.block_header.state_size)))
         return sorted(regions)
@@ -431,13 +436,12 @@ class BdeVolume:
     def _relocated_encrypted(self, offset: int) -> bool:
         if self.metadata.state == VolumeState.DECRYPTED:
             return False
-        if self.header.eow_offsets:
-            eow = read_eow(self._read, self.header.eow_offsets, self.sector_size, self.path)
-            if eow is not None:
-                for region_off, region_size, bitmap, bits in eow.regions:
-                    if region_off <= offset < region_off + region_size:
-                        chunk = (offset - region_off) // eow.chunk_size
-                        return chunk < bits and bool(bitmap[chunk // 8] >> (chunk % 8) & 1)
+        eow = self.eow
+        if eow is not None:
+            for region_off, region_size, bitmap, bits in eow.regions:
+                if region_off <= offset < region_off + region_size:
+                    chunk = (offset - region_off) // eow.chunk_size
+                    return chunk < bits and bool(bitmap[chunk // 8] >> (chunk % 8) & 1)
         return True
 
     # -- reading ----------------------------------------------------------------------------
@@ -471,7 +475,7 @@ class BdeVolume:
             pos += run.length
             kind = run.kind
             if kind in (RunKind.ZERO, RunKind.MISSING):
-                dst[:] = bytes(len(dst)) if len(dst) < 65536 else b"\0" * len(dst)
+                dst[:] = bytes(len(dst))
                 continue
             n = self._fill(run.source, dst)
             if n < len(dst):
