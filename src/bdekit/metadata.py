@@ -311,7 +311,7 @@ def read_metadata_copy(read: ReadFn, offset: int, index: int, path: str | None =
     except BdeError as exc:
         copy.status = exc.message
         copy.dataset_header = None
-        log.warning("metadata copy %d at offset %d unusable: %s", index, offset, exc.message)
+        log.debug("metadata copy %d at offset %d unusable: %s", index, offset, exc.message)
     return copy
 
 
