@@ -92,13 +92,15 @@ def recovery_password(manifest: dict[str, Any]) -> str:
     raise SystemExit("manifest has no recovery password protector")
 
 
-def bench_bdekit(image: Path, out: Path, rp: str, threads: int | None
-                 ) -> tuple[float, float] | None:
+def bench_bdekit(image: Path, out: Path, rp: str, threads: int | None, *,
+                 no_hash: bool = False) -> tuple[float, float] | None:
     """(wall seconds of the whole command, seconds of the streamed decrypt from its report)."""
     drop_file(out)
     report = out.with_suffix(".report.json")
     cmd = [sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt", str(image), str(out),
            "-rp", rp, "--report", str(report), "--force"]
+    if no_hash:
+        cmd.append("--no-hash")
     if threads:
         cmd += ["--threads", str(threads)]
     elapsed, proc = timed(cmd)
@@ -276,6 +278,8 @@ def main() -> None:
         times = bench_bdekit(image, out, rp, args.threads)
         row["bdekit"] = size / times[1] / 1e6 if times else None
         row["bdekit, whole command"] = size / times[0] / 1e6 if times else None
+        times = bench_bdekit(image, out, rp, args.threads, no_hash=True)
+        row["bdekit --no-hash"] = size / times[1] / 1e6 if times else None
         if not args.no_peers:
             t = bench_pybde(image, rp)
             row["libbde"] = size / t / 1e6 if t else None
