@@ -142,3 +142,28 @@ def test_stream_is_safe_from_several_threads() -> None:
         t.join()
     assert not errors
     assert hashlib.sha256(whole).hexdigest() == manifest["volume_sha256"]
+
+
+def test_boot_sector_sizes() -> None:
+    """Volume size from NTFS (total + 1 backup sector), FAT32 and exFAT boot sectors."""
+    from bdekit.volume import boot_sector_size
+
+    ntfs = bytearray(512)
+    ntfs[3:11] = b"NTFS    "
+    ntfs[11:13] = (512).to_bytes(2, "little")
+    ntfs[0x28:0x30] = (2047).to_bytes(8, "little")
+    ntfs[510:512] = b"\x55\xaa"
+    assert boot_sector_size(bytes(ntfs)) == 2048 * 512
+    fat = bytearray(512)
+    fat[3:11] = b"MSDOS5.0"
+    fat[11:13] = (4096).to_bytes(2, "little")
+    fat[32:36] = (1000).to_bytes(4, "little")
+    fat[510:512] = b"\x55\xaa"
+    assert boot_sector_size(bytes(fat)) == 1000 * 4096
+    exfat = bytearray(512)
+    exfat[3:11] = b"EXFAT   "
+    exfat[72:80] = (65536).to_bytes(8, "little")
+    exfat[108] = 9
+    exfat[510:512] = b"\x55\xaa"
+    assert boot_sector_size(bytes(exfat)) == 65536 * 512
+    assert boot_sector_size(bytes(512)) is None

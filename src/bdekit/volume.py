@@ -202,9 +202,13 @@ def _round_up(value: int, align: int) -> int:
 
 
 def boot_sector_size(sector: bytes) -> int | None:
-    """Volume size in bytes from an NTFS or FAT boot sector's BPB, or None."""
+    """Volume size in bytes from an NTFS, FAT or exFAT boot sector, or None."""
     if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
         return None
+    if sector[3:11] == b"EXFAT   ":  # exFAT: volume length (sectors) at 72, 2^shift at 108
+        shift = sector[108]
+        length = int.from_bytes(sector[72:80], "little")
+        return length << shift if 9 <= shift <= 12 and length else None
     bpb = structs.BOOT_SECTOR_PREFIX.parse(sector)
     bps = bpb.bytes_per_sector
     if bps not in (512, 1024, 2048, 4096):
