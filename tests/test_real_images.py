@@ -148,3 +148,12 @@ def test_cli_decrypt_real(real_image, tmp_path: Path) -> None:  # type: ignore[n
 
     assert window_digests(Path(src), read) == reference_digests()["aes_256"]["windows"]
     assert shutil.disk_usage(tmp_path) is not None
+
+
+def test_diffuser_fvek_as_memory_tools_print_it(real_image) -> None:  # type: ignore[no-untyped-def]
+    """AES-128 + diffuser: 16-byte key + 16-byte tweak key (32 bytes) works like the datum."""
+    fvek = bytes.fromhex(REAL_IMAGES["aes_128_diffuser"][2] or "")
+    short = fvek[:16] + fvek[32:48]
+    path = real_image("aes_128_diffuser")
+    assert open_volume(path, fvek=short).read(1 << 20) == open_volume(path, fvek=fvek).read(
+        1 << 20)

@@ -334,9 +334,9 @@ def unlock(metadata: Metadata, secrets: Secrets, *, path: str | None = None,
     if metadata.state == 1 and method == EncryptionMethod.NONE:
         return UnlockResult(fvek=b"", method=EncryptionMethod.NONE, via="decrypted")
     if secrets.fvek is not None:
-        _check_fvek(secrets.fvek, method, path)
-        log.info("using the FVEK given (fingerprint %s)", keys.fvek_fingerprint(secrets.fvek))
-        return UnlockResult(fvek=secrets.fvek, method=method, via="fvek", source="--fvek")
+        fvek = normalise_fvek(secrets.fvek, method, path)
+        log.info("using the FVEK given (fingerprint %s)", keys.fvek_fingerprint(fvek))
+        return UnlockResult(fvek=fvek, method=method, via="fvek", source="--fvek")
     if secrets.vmk is not None:
         try:
             fvek, key_type = decrypt_fvek(metadata, secrets.vmk)
@@ -399,17 +399,25 @@ def unlock(metadata: Metadata, secrets: Secrets, *, path: str | None = None,
     raise AssertionError("unreachable")
 
 
-def _check_fvek(fvek: bytes, method: int, path: str | None) -> None:
+def normalise_fvek(fvek: bytes, method: int, path: str | None = None) -> bytes:
+    """A raw FVEK as the key datum would hold it for ``method``.
+
+    Besides the datum's own layout this accepts what memory forensics tools print: for
+    AES-128 + diffuser the 16-byte key and 16-byte tweak key joined (32 bytes; the datum keeps
+    each in a 32-byte half), and for AES-128-CBC the datum's 32 bytes (the first 16 are used).
+    """
     try:
         expected = EncryptionMethod(method).fvek_size
     except ValueError:
         raise UnsupportedError(f"unknown encryption method 0x{method:04x}", path=path) from None
-    allowed = {expected}
-    if method in (EncryptionMethod.AES_128_CBC,):
-        allowed.add(32)
-    if len(fvek) not in allowed:
-        raise UsageError(f"--fvek has {len(fvek)} bytes; {enum_label(EncryptionMethod, method)} "
-                         f"needs {expected}", path=path)
+    if len(fvek) == expected:
+        return fvek
+    if method == EncryptionMethod.AES_128_CBC and len(fvek) == 32:
+        return fvek
+    if method == EncryptionMethod.AES_128_CBC_DIFFUSER and len(fvek) == 32:
+        return fvek[:16] + bytes(16) + fvek[16:] + bytes(16)
+    raise UsageError(f"--fvek has {len(fvek)} bytes; {enum_label(EncryptionMethod, method)} "
+                     f"needs {expected}", path=path)
 
 
 def _raise_nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCandidate],
