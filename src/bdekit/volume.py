@@ -329,7 +329,7 @@ class BdeVolume:
                             smap.paint(a, b, RunKind.PLAIN, 0, False)
             else:
                 state_offset = int(md.block_header.state_offset)
-                if state_offset and md.version >= 2 and state_offset < size:
+                if state_offset and state_offset < size:
                     smap.paint(state_offset, size, RunKind.PLAIN, 0, False)
         # zero regions
         for start, length in self.reserved_regions():

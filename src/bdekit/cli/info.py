@@ -44,6 +44,8 @@ def _has_clear_key(volume: Any) -> bool:
 def _print_human(d: dict[str, Any]) -> None:
     echo = click.echo
     echo(f"Volume:               {d['path']}")
+    if d.get("image_offset"):
+        echo(f"Volume starts at:     image offset {d['image_offset']} ({d['container']})")
     echo(f"Metadata version:     {d['metadata_version']} ({d['header_kind']})")
     echo(f"Encryption method:    {d['encryption_method']}")
     echo(f"Volume GUID:          {{{d['volume_guid']}}}")
