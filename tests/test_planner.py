@@ -167,3 +167,25 @@ def test_boot_sector_sizes() -> None:
     exfat[510:512] = b"\x55\xaa"
     assert boot_sector_size(bytes(exfat)) == 65536 * 512
     assert boot_sector_size(bytes(512)) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 3000), st.lists(st.tuples(st.integers(-10, 3100), st.integers(-10, 3100)),
+                                      max_size=20))
+def test_from_plain_ranges_matches_painting(size: int, ranges: list[tuple[int, int]]) -> None:
+    built = SegmentMap.from_plain_ranges(size, ranges)
+    painted = SegmentMap(size, RunKind.ENCRYPTED, True)
+    for a, b in ranges:
+        painted.paint(a, b, RunKind.PLAIN, 0, False)
+    assert merge_runs(built.runs(0, size)) == merge_runs(painted.runs(0, size))
+
+
+def test_many_eow_runs() -> None:
+    """A fragmented used-space-only bitmap (every other 8 MiB chunk plain) over 1 TiB."""
+    chunk = 8 << 20
+    size = 1 << 40
+    ranges = [(i * chunk, (i + 1) * chunk) for i in range(0, size // chunk, 2)]
+    smap = SegmentMap.from_plain_ranges(size, ranges)
+    assert len(smap) == size // chunk
+    runs = list(smap.runs(3 * chunk - 10, 20))
+    assert [(r.kind, r.length) for r in runs] == [(RunKind.PLAIN, 10), (RunKind.ENCRYPTED, 10)]

@@ -103,6 +103,31 @@ class SegmentMap:
         self.segs[lo:hi] = new
         self.starts[lo:hi] = [s.start for s in new]
 
+    @classmethod
+    def from_plain_ranges(cls, size: int, plain: list[tuple[int, int]]) -> SegmentMap:
+        """An encrypted map with ``plain`` ranges (any order, may overlap) marked PLAIN."""
+        merged: list[list[int]] = []
+        for a, b in sorted((max(0, a), min(size, b)) for a, b in plain):
+            if a >= b:
+                continue
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        segs: list[Segment] = []
+        pos = 0
+        for a, b in merged:
+            if a > pos:
+                segs.append(Segment(pos, RunKind.ENCRYPTED, 0, True))
+            segs.append(Segment(a, RunKind.PLAIN, 0, False))
+            pos = b
+        if pos < size or not segs:
+            segs.append(Segment(pos, RunKind.ENCRYPTED, 0, True))
+        smap = cls(size, RunKind.ENCRYPTED, True)
+        smap.segs = segs
+        smap.starts = [seg.start for seg in segs]
+        return smap
+
     def runs(self, offset: int, length: int) -> Iterator[Run]:
         end = min(offset + length, self.size)
         i = bisect.bisect_right(self.starts, offset) - 1
@@ -321,12 +346,15 @@ class BdeVolume:
         smap = SegmentMap(size, RunKind.PLAIN if decrypted else RunKind.ENCRYPTED, not decrypted)
         if not decrypted:
             if self.eow is not None:
+                # built in one pass: a bitmap may hold tens of thousands of runs, too many to
+                # paint one by one
+                plain: list[tuple[int, int]] = []
                 for region_off, region_size, bitmap, bits in self.eow.regions:
                     for start, end, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
-                        a = region_off + start
-                        b = region_off + min(end, region_size)
                         if not enc:
-                            smap.paint(a, b, RunKind.PLAIN, 0, False)
+                            plain.append((region_off + start,
+                                          region_off + min(end, region_size)))
+                smap = SegmentMap.from_plain_ranges(size, plain)
             else:
                 state_offset = int(md.block_header.state_offset)
                 if state_offset and state_offset < size:
