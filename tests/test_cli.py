@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -173,13 +175,19 @@ def test_bek_unlocks(real_image) -> None:  # type: ignore[no-untyped-def]
     assert code == EXIT_OK and "with bek" in out
 
 
+def xts_copy(real_image, tmp_path: Path) -> tuple[Path, tuple[int, int, int]]:  # type: ignore[no-untyped-def]
+    """A writable copy of the real AES-XTS image and its three metadata copy offsets."""
+    path = tmp_path / "copy.img"
+    shutil.copyfile(real_image("aes-xts_128"), path)
+    os.chmod(path, 0o644)
+    with open(path, "rb") as fh:
+        return path, struct.unpack_from("<3Q", fh.read(512), 176)
+
+
 @requires_real
 def test_all_copies_zeroed(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    src = real_image("aes-xts_128")
-    path = tmp_path / "zeroed.img"
-    shutil.copyfile(src, path)
+    path, offsets = xts_copy(real_image, tmp_path)
     with open(path, "r+b") as fh:
-        offsets = struct.unpack_from("<3Q", fh.read(512), 176)
         for off in offsets:
             fh.seek(off)
             fh.write(bytes(65536))
@@ -191,11 +199,8 @@ def test_all_copies_zeroed(real_image, tmp_path: Path) -> None:  # type: ignore[
 
 @requires_real
 def test_one_copy_damaged_is_a_warning(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    src = real_image("aes-xts_128")
-    path = tmp_path / "one.img"
-    shutil.copyfile(src, path)
+    path, (first, _second, _third) = xts_copy(real_image, tmp_path)
     with open(path, "r+b") as fh:
-        first = struct.unpack_from("<Q", fh.read(512), 176)[0]
         fh.seek(first + 200)
         fh.write(b"\xff" * 16)  # inside the datums: CRC fails
     code, out, err = run("info", str(path), "-pw", REAL_PASSWORD)
@@ -208,13 +213,8 @@ def test_one_copy_damaged_is_a_warning(real_image, tmp_path: Path) -> None:  # t
 @requires_real
 def test_tpm_only_is_unsupported(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Turn the only protector of the password image into a TPM protector: exit 5."""
-    src = real_image("aes-xts_128")
-    path = tmp_path / "tpm.img"
-    shutil.copyfile(src, path)
-    import zlib
-
+    path, offsets = xts_copy(real_image, tmp_path)
     with open(path, "r+b") as fh:
-        offsets = struct.unpack_from("<3Q", fh.read(512), 176)
         for off in offsets:
             fh.seek(off)
             block = bytearray(fh.read(608))
