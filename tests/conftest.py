@@ -134,6 +134,17 @@ def window_digests(image: Path, plain_read) -> dict[str, list]:  # type: ignore[
     return out
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None,
+            input: str | None = None) -> tuple[int, str, str]:
+    """Run the bdekit CLI in-process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from bdekit.cli.main import cli
+
+    result = CliRunner().invoke(cli, list(args), env=env, input=input, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
 class BytesSource:
     """An in-memory image source (same interface as bdekit.sources.ImageSource)."""
 

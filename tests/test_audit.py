@@ -9,21 +9,15 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from bdekit import audit
-from bdekit.cli.main import cli
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_PARTIAL
 from bdekit.protectors import KeyCandidate
 from tests.conftest import REAL_DIR, REAL_PASSWORD, REAL_RP, requires_real
+from tests.conftest import run_cli as run
 
 FIELDS = {"time", "user", "host", "pid", "command", "image", "volume_guid", "protector_id",
           "protector_key_id", "protector_type", "key_kind", "key_source", "outcome"}
-
-
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from construct import Container, ListContainer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,18 +23,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from bdekit import certificates, keys, structs, synth
-from bdekit.cli.main import cli
 from bdekit.constants import DatumRole, DatumType
 from bdekit.errors import EXIT_KEY, EXIT_OK, MissingKeyError, WrongKeyError
 from bdekit.metadata import parse_datum
 from bdekit.protectors import Protector
+from tests.conftest import run_cli as run
 
 PFX_PASSWORD = "pfx-secret-1"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(autouse=True)

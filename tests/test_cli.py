@@ -22,15 +22,10 @@ from bdekit.errors import (
     EXIT_USAGE,
 )
 from tests.conftest import REAL_DIR, REAL_PASSWORD, REAL_RP, requires_real
+from tests.conftest import run_cli as run
 
 RP_BAD_CHECK = REAL_RP.replace("422114", "422115")
 WRONG_RP = "000000-000000-000000-000000-000000-000000-000000-000011"
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    runner = CliRunner()
-    result = runner.invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 def assert_one_line_error(stderr: str) -> str:

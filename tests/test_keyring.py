@@ -10,13 +10,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from bdekit import keys, synth
-from bdekit.cli.main import cli
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_USAGE
 from bdekit.keyring import load_keyring, parse_escrow
 from tests.conftest import REAL_DIR, REAL_RP, requires_real
+from tests.conftest import run_cli as run
 
 #: The recovery password protector of the real image recovery_password.bin.
 REAL_RP_GUID = uuid.UUID("3C116B76-C67B-484E-B439-CE2ED68B561E")
@@ -34,11 +33,6 @@ WINDOWS_TXT = (
     "If the above identifier doesn't match the one displayed by your PC, then this isn't the "
     "right key to unlock your drive.\r\nTry another recovery key, or refer to "
     "https://go.microsoft.com/fwlink/?LinkID=260589 for additional assistance.\r\n")
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
 
 
 @pytest.fixture(autouse=True)
