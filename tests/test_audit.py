@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bdekit import audit
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_PARTIAL
-from bdekit.protectors import KeyCandidate
+from bdekit.escrow import audit
+from bdekit.escrow.secrets import KeyCandidate
 from tests.conftest import REAL_DIR, REAL_PASSWORD, REAL_RP, requires_real
 from tests.conftest import run_cli as run
 

@@ -22,11 +22,14 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from bdekit import certificates, keys, structs, synth
-from bdekit.constants import DatumRole, DatumType
+from bdekit import synth
+from bdekit.crypto import keys
 from bdekit.errors import EXIT_KEY, EXIT_OK, MissingKeyError, WrongKeyError
-from bdekit.metadata import parse_datum
-from bdekit.protectors import Protector
+from bdekit.format import structs
+from bdekit.format.constants import DatumRole, DatumType
+from bdekit.format.metadata import parse_datum
+from bdekit.format.protector import Protector
+from bdekit.unlock import certificates
 from tests.conftest import run_cli as run
 
 PFX_PASSWORD = "pfx-secret-1"

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bdekit import ciphers
-from bdekit.ciphers import SectorCipher, make_cipher
-from bdekit.constants import EncryptionMethod
+from bdekit.crypto import ciphers
+from bdekit.crypto.ciphers import SectorCipher, make_cipher
 from bdekit.errors import UnsupportedError, UsageError
+from bdekit.format.constants import EncryptionMethod
 
 M = EncryptionMethod
 DIFFUSERS = (M.AES_128_CBC_DIFFUSER, M.AES_256_CBC_DIFFUSER)

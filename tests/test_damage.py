@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from bdekit import damage, mapfile, synth
+from bdekit import synth
 from bdekit.cli.main import cli
 from bdekit.errors import FormatError, NotBitLockerError, UsageError
-from bdekit.metadata import read_metadata
-from bdekit.protectors import Secrets
-from bdekit.volume import open_bde, open_volume
+from bdekit.escrow.secrets import Secrets
+from bdekit.format.metadata import read_metadata
+from bdekit.image import mapfile
+from bdekit.synth import damage
+from bdekit.volume.bde import open_bde, open_volume
 
 SIZE = 2 << 20
 

@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from bdekit.engine import (
-    UNREADABLE,
-    Damage,
-    SalvageSource,
-    merge_damage,
-)
 from bdekit.errors import EXIT_OK, EXIT_USAGE, ReadError
-from bdekit.sources import ImageSource
+from bdekit.image.ranges import UNREADABLE, Damage, merge_damage
+from bdekit.image.salvage import SalvageSource
+from bdekit.image.sources import ImageSource
 from tests.test_repair_support import MiB, Synth, run_cli, synth_image
 
 

@@ -9,9 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bdekit.errors import BdeError
-from bdekit.metadata import parse_datums, parse_volume_header, read_metadata
-from bdekit.protectors import Secrets, parse_bek
-from bdekit.volume import BdeVolume
+from bdekit.escrow.secrets import Secrets
+from bdekit.format.bek import parse_bek
+from bdekit.format.metadata import parse_datums, parse_volume_header, read_metadata
+from bdekit.volume.bde import BdeVolume
 from tests.conftest import REAL_PASSWORD, BytesSource, have_real
 
 FUZZ = settings(max_examples=150, deadline=None,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from bdekit import synth
-from bdekit.constants import DatumType
 from bdekit.errors import EXIT_FORMAT, EXIT_OK, EXIT_USAGE, FormatError
-from bdekit.keypackage import HEADER_SIZE, MAGIC, parse_key_package, read_key_package
-from bdekit.metadata import parse_datums
+from bdekit.escrow.keypackage import HEADER_SIZE, MAGIC, parse_key_package, read_key_package
+from bdekit.format.constants import DatumType
+from bdekit.format.metadata import parse_datums
 from tests.test_repair_support import (
     Synth,
     check_repaired,

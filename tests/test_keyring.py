@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bdekit import keys, synth
+from bdekit import synth
+from bdekit.crypto import keys
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_USAGE
-from bdekit.keyring import load_keyring, parse_escrow
+from bdekit.escrow.keyring import load_keyring, parse_escrow
 from tests.conftest import REAL_DIR, REAL_RP, requires_real
 from tests.conftest import run_cli as run
 

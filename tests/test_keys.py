@@ -24,9 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bdekit.constants import STRETCH_ROUNDS
-from bdekit.errors import RecoveryPasswordFormatError, UsageError, WrongKeyError
-from bdekit.keys import (
+from bdekit.crypto.keys import (
     BlockCheck,
     aes_ccm_decrypt,
     aes_ccm_encrypt,
@@ -45,6 +43,8 @@ from bdekit.keys import (
     stretch_key,
     typo_candidates,
 )
+from bdekit.errors import RecoveryPasswordFormatError, UsageError, WrongKeyError
+from bdekit.format.constants import STRETCH_ROUNDS
 
 REAL_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "real-images"
 

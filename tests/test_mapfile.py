@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import UsageError
-from bdekit.mapfile import (
+from bdekit.image.mapfile import (
     Block,
     blocks_from_bad,
     format_mapfile,

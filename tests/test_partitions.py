@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import FormatError, UsageError
-from bdekit.partitions import (
+from bdekit.image.partitions import (
     GPT_ENTRY,
     GPT_HEADER,
     MBR,
@@ -30,7 +30,7 @@ from bdekit.partitions import (
     looks_like_vbr,
     read_partition_table,
 )
-from bdekit.sources import ImageSource, SliceSource, open_source
+from bdekit.image.sources import ImageSource, SliceSource, open_source
 
 MiB = 1024 * 1024
 SECTOR = 512
@@ -206,7 +206,7 @@ def test_gpt_sfdisk_cross_check(tmp_path: Path) -> None:
 def test_gpt_built(caplog: pytest.LogCaptureFixture) -> None:
     size = 32 * MiB
     data = build_gpt_image(size, GPT_LAYOUT)
-    with caplog.at_level(logging.INFO, logger="bdekit.partitions"):
+    with caplog.at_level(logging.INFO, logger="bdekit.image.partitions"):
         parts = read_partition_table(BytesSource(data))
     check_gpt_layout(parts, size)
     assert "primary" in caplog.text
@@ -224,7 +224,7 @@ def test_gpt_4096_byte_sectors(caplog: pytest.LogCaptureFixture) -> None:
     ss = 4096
     data = build_gpt_image(32 * MiB, [GptPart(256, 1279, BASIC, "data")], sector_size=ss,
                            num_entries=128)
-    with caplog.at_level(logging.INFO, logger="bdekit.partitions"):
+    with caplog.at_level(logging.INFO, logger="bdekit.image.partitions"):
         parts = read_partition_table(BytesSource(data))
     assert [(p.index, p.offset, p.size) for p in parts] == [(1, 256 * ss, 1024 * ss)]
     assert "4096" in caplog.text
@@ -234,7 +234,7 @@ def test_gpt_damaged_primary_header_uses_backup(caplog: pytest.LogCaptureFixture
     data = build_gpt_image(16 * MiB, [*GPT_LAYOUT[:1], GptPart(8192, 16383, BASIC, "v")])
     expect = simple(read_partition_table(BytesSource(data)))
     data[SECTOR + 40] ^= 0xFF  # a header field: the header CRC no longer matches
-    with caplog.at_level(logging.INFO, logger="bdekit.partitions"):
+    with caplog.at_level(logging.INFO, logger="bdekit.image.partitions"):
         parts = read_partition_table(BytesSource(data))
     assert simple(parts) == expect
     assert "backup" in caplog.text and "CRC32" in caplog.text
@@ -247,7 +247,7 @@ def test_gpt_damaged_primary_entries_uses_backup(caplog: pytest.LogCaptureFixtur
     data = build_gpt_image(16 * MiB, [GptPart(2048, 4095, BASIC, "v")])
     expect = simple(read_partition_table(BytesSource(data)))
     data[2 * SECTOR + 40] ^= 0x01  # first_lba of entry 1 in the primary array
-    with caplog.at_level(logging.WARNING, logger="bdekit.partitions"):
+    with caplog.at_level(logging.WARNING, logger="bdekit.image.partitions"):
         parts = read_partition_table(BytesSource(data))
     assert simple(parts) == expect
     assert "entry array CRC32" in caplog.text and "backup" in caplog.text
@@ -373,7 +373,7 @@ def test_ebr_loop_terminates(caplog: pytest.LogCaptureFixture) -> None:
     # the EBR's "next" points back at itself
     data[2048 * SECTOR : 2048 * SECTOR + 512] = build_mbr(
         [mbr_entry(0x07, 63, 1000), mbr_entry(0x05, 0, 2000)])
-    with caplog.at_level(logging.WARNING, logger="bdekit.partitions"):
+    with caplog.at_level(logging.WARNING, logger="bdekit.image.partitions"):
         parts = read_partition_table(BytesSource(data))
     assert [p.index for p in parts] == [1, 5]
     assert "loops" in caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bdekit.volume import open_volume
+from bdekit.volume.bde import open_volume
 from tests.conftest import FIXTURES, REAL_DIR, real_kwargs, requires_real
 
 bde_mod = pytest.importorskip("dissect.fve.bde", reason="dissect.fve is absent")

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bdekit.volume import Run, RunKind, SegmentMap, merge_runs, open_bde
+from bdekit.volume.bde import open_bde
+from bdekit.volume.planner import Run, RunKind, SegmentMap, merge_runs
 from tests.conftest import real_kwargs, requires_real
 
 KINDS = [RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.ZERO, RunKind.MISSING]
@@ -67,7 +68,7 @@ def test_merge_runs_joins_contiguous_only() -> None:
 def test_real_win10_plan(real_image) -> None:  # type: ignore[no-untyped-def]
     path = real_image("aes-xts_128")
     volume = open_bde(path)
-    from bdekit.protectors import Secrets
+    from bdekit.escrow.secrets import Secrets
 
     volume.unlock(Secrets(passwords=[real_kwargs("aes-xts_128")["password"]]))
     with open(path, "rb") as fh:
@@ -88,7 +89,7 @@ def test_real_win10_plan(real_image) -> None:  # type: ignore[no-untyped-def]
 @requires_real
 @pytest.mark.real
 def test_real_vista_plan(real_image) -> None:  # type: ignore[no-untyped-def]
-    from bdekit.protectors import Secrets
+    from bdekit.escrow.secrets import Secrets
 
     volume = open_bde(real_image("vista"))
     volume.unlock(Secrets(recovery_passwords=[real_kwargs("vista")["recovery_password"]]))
@@ -104,7 +105,7 @@ def test_real_vista_plan(real_image) -> None:  # type: ignore[no-untyped-def]
 @requires_real
 @pytest.mark.real
 def test_real_eow_plan_has_plain_chunks(real_image) -> None:  # type: ignore[no-untyped-def]
-    from bdekit.protectors import Secrets
+    from bdekit.escrow.secrets import Secrets
 
     volume = open_bde(real_image("eow_partial"))
     volume.unlock(Secrets(passwords=[real_kwargs("eow_partial")["password"]]))
@@ -117,7 +118,7 @@ def test_stream_is_safe_from_several_threads() -> None:
     """Many threads reading one stream (positional reads) get exactly the right bytes."""
     import threading
 
-    from bdekit.volume import open_volume
+    from bdekit.volume.bde import open_volume
     from tests.conftest import FIXTURES
 
     manifest = json.loads((FIXTURES / "xts128-rp.img.manifest.json").read_text())
@@ -146,7 +147,7 @@ def test_stream_is_safe_from_several_threads() -> None:
 
 def test_boot_sector_sizes() -> None:
     """Volume size from NTFS (total + 1 backup sector), FAT32 and exFAT boot sectors."""
-    from bdekit.volume import boot_sector_size
+    from bdekit.format.bootsector import boot_sector_size
 
     ntfs = bytearray(512)
     ntfs[3:11] = b"NTFS    "

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bdekit.protectors import Secrets, read_bek
-from bdekit.volume import open_bde, open_volume
+from bdekit.escrow.secrets import Secrets
+from bdekit.format.bek import read_bek
+from bdekit.volume.bde import open_bde, open_volume
 from tests.conftest import (
     REAL_DIR,
     REAL_IMAGES,

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bdekit.engine import MISSING
 from bdekit.errors import EXIT_FORMAT, EXIT_KEY, EXIT_OK, EXIT_PARTIAL
-from bdekit.repair import LOST_BOOT_CODE, LOST_BOOT_SECTOR, command_line
+from bdekit.image.ranges import MISSING
+from bdekit.recovery.repair import LOST_BOOT_CODE, LOST_BOOT_SECTOR, command_line
 from tests.conftest import REAL_RP, reference_digests, requires_real, window_digests
 from tests.test_repair_support import (
     MiB,
@@ -416,7 +416,7 @@ def test_mkntfs_relocated_header_zeroed(ntfs: tuple[Path, Path, str], tmp_path: 
     raw, img0, vmk = ntfs
     img = tmp_path / "in.img"
     img.write_bytes(img0.read_bytes())
-    from bdekit.volume import open_bde
+    from bdekit.volume.bde import open_bde
 
     vol = open_bde(str(img))
     reloc = vol.metadata.virtualization
@@ -438,7 +438,7 @@ def test_mkntfs_everything_gone_with_key_package(ntfs: tuple[Path, Path, str],
     raw, img0, vmk = ntfs
     kpg = tmp_path / "v.kpg"
     assert run_cli("keypackage", "export", str(img0), str(kpg), "--vmk", vmk)[0] == EXIT_OK
-    from bdekit.keypackage import read_key_package
+    from bdekit.escrow.keypackage import read_key_package
 
     info = read_key_package(kpg).describe()
     img = tmp_path / "in.img"

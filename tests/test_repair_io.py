@@ -8,8 +8,8 @@ import json
 import struct
 from pathlib import Path
 
-from bdekit.engine import NOT_RESCUED, UNREADABLE
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
+from bdekit.image.ranges import NOT_RESCUED, UNREADABLE
 from tests.test_repair_support import (
     EioMount,
     MiB,

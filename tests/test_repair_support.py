@@ -30,10 +30,11 @@ import pytest
 from click.testing import CliRunner
 
 from bdekit import synth
-from bdekit.engine import decrypt_to, merge_damage
-from bdekit.mapfile import merge_ranges, read_mapfile
-from bdekit.protectors import Secrets
-from bdekit.volume import open_bde
+from bdekit.escrow.secrets import Secrets
+from bdekit.image.mapfile import merge_ranges, read_mapfile
+from bdekit.image.ranges import merge_damage
+from bdekit.pipeline.decrypt import decrypt_to
+from bdekit.volume.bde import open_bde
 
 MiB = 1 << 20
 

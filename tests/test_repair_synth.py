@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
-from bdekit.mapfile import merge_ranges
+from bdekit.image.mapfile import merge_ranges
 from tests.test_repair_support import (
     MiB,
     check_repaired,

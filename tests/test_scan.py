@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from bdekit.errors import ReadError
-from bdekit.locate import find_metadata_blocks, scan_image
-from bdekit.sources import open_source
+from bdekit.image.sources import open_source
+from bdekit.recovery.survey import find_metadata_blocks, scan_image
 from test_containers import (
     GPT_OFFSET,
     MBR_OFFSET,
@@ -133,7 +133,7 @@ def test_search_modes(work: Path) -> None:
 
 
 def test_vista_volume(tmp_path: Path) -> None:
-    synth = pytest.importorskip("bdekit.synth")
+    from bdekit import synth
     image = tmp_path / "vista.img"
     synth.build(image, size="4M", method="aes-cbc-128-diffuser", vista=True, seed=3)
     [v] = scan_json(image)["volumes"]

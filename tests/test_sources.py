@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bdekit import sources
 from bdekit.errors import FormatError, ReadError, SourceError
-from bdekit.sources import ImageSource, SliceSource, detect_container, open_source
+from bdekit.image import sources
+from bdekit.image.sources import ImageSource, SliceSource, detect_container, open_source
 
 MiB = 1024 * 1024
 

@@ -10,8 +10,8 @@ from construct import Container, ListContainer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bdekit import structs
-from bdekit.constants import BITLOCKER_GUID, DatumType
+from bdekit.format import structs
+from bdekit.format.constants import BITLOCKER_GUID, DatumType
 from tests.conftest import requires_real
 
 guids = st.builds(uuid.UUID, bytes=st.binary(min_size=16, max_size=16))
@@ -88,7 +88,7 @@ def test_volume_header_round_trip(guid: uuid.UUID, offsets: list[int], eow: list
 
 @given(st.lists(u64, min_size=3, max_size=3))
 def test_togo_header_round_trip_and_recognised(offsets: list[int]) -> None:
-    from bdekit.metadata import parse_volume_header
+    from bdekit.format.metadata import parse_volume_header
 
     prefix = Container(jump=b"\xebX\x90", oem_id=b"MSWIN4.1", bytes_per_sector=512,
                        sectors_per_cluster=8, reserved_sectors=0x1FE0, fat_count=1,

@@ -20,13 +20,16 @@ import pytest
 from click.testing import CliRunner
 from construct import Container
 
-from bdekit import ciphers, keys, structs, synth
+from bdekit import synth
 from bdekit.cli.main import cli
-from bdekit.constants import METHOD_LABELS, DatumType, EncryptionMethod
+from bdekit.crypto import ciphers, keys
 from bdekit.errors import OutputExistsError, UsageError
-from bdekit.metadata import read_metadata
-from bdekit.protectors import Secrets, read_bek
-from bdekit.volume import open_bde, open_volume
+from bdekit.escrow.secrets import Secrets
+from bdekit.format import structs
+from bdekit.format.bek import read_bek
+from bdekit.format.constants import METHOD_LABELS, DatumType, EncryptionMethod
+from bdekit.format.metadata import read_metadata
+from bdekit.volume.bde import open_bde, open_volume
 from tests.conftest import REAL_DIR, REAL_IMAGES, real_kwargs, requires_real
 
 METHODS = [label for method, label in METHOD_LABELS.items() if method != EncryptionMethod.NONE]
@@ -608,16 +611,16 @@ def test_protector_writer_reproduces_windows_datums(real_image, name: str, kind:
     salt = result.protector.salt
     prot: Any
     if kind == "password":
-        prot = synth._PasswordProtector(body.guid, kwargs["password"], salt)
+        prot = synth.builder._PasswordProtector(body.guid, kwargs["password"], salt)
     elif kind == "recovery-password":
         text = kwargs["recovery_password"]
-        prot = synth._RecoveryPasswordProtector(body.guid, text,
+        prot = synth.builder._RecoveryPasswordProtector(body.guid, text,
                                                 keys.parse_recovery_password(text), salt)
     elif kind == "startup-key":
         assert bek is not None
-        prot = synth._StartupKeyProtector(body.guid, bek.key, Path("."))
+        prot = synth.builder._StartupKeyProtector(body.guid, bek.key, Path("."))
     else:
-        prot = synth._ClearKeyProtector(body.guid, bytes(real.find(DatumType.KEY).body.key))
+        prot = synth.builder._ClearKeyProtector(body.guid, bytes(real.find(DatumType.KEY).body.key))
     assert structs.DATUM.build(prot.build_datum(vmk, nonces)) == real.raw
     if kind == "startup-key":
         assert prot.bek() == (REAL_DIR / "startup_key.bek").read_bytes()
@@ -650,7 +653,7 @@ def test_volume_header_matches_windows_bpb(real_image) -> None:  # type: ignore[
 
 def test_extension_point_certificate_protector(tmp_path: Path) -> None:
     """Any object with guid / protection / build_datum / manifest plugs in (certificates.py)."""
-    certificates = pytest.importorskip("bdekit.certificates")
+    from bdekit.unlock import certificates
     spec_cls = getattr(certificates, "CertificateSpec", None)
     if spec_cls is None:
         pytest.skip("bdekit.certificates has no CertificateSpec")

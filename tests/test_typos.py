@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bdekit import keys, synth, typos
+from bdekit import synth
 from bdekit.cli.main import cli
+from bdekit.crypto import keys
 from bdekit.errors import EXIT_KEY, EXIT_OK, EXIT_USAGE, UsageError
-from bdekit.volume import open_bde
+from bdekit.unlock import typos
+from bdekit.volume.bde import open_bde
 from tests.conftest import REAL_RP, requires_real
 
 SYN_RP = keys.generate_recovery_password(random.Random(2024))

@@ -198,7 +198,7 @@ def openssl_speed(method: str) -> float | None:
 
 
 def random_reads(image: Path, rp: str, count: int = 20000) -> float:
-    from bdekit.volume import open_volume
+    from bdekit.volume.bde import open_volume
 
     stream = open_volume(image, recovery_password=rp)
     volume = stream.volume

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bdekit.ciphers import make_cipher
-from bdekit.constants import EncryptionMethod
+from bdekit.crypto.ciphers import make_cipher
+from bdekit.format.constants import EncryptionMethod
 
 
 def rate(fn: Callable[[], None], nbytes: int, seconds: float) -> float:

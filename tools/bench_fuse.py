@@ -88,7 +88,7 @@ def fuse_vs_direct(image: Path, unlock: dict[str, str], count: int = 20000, thre
     ``bdekit mount`` (``--partition N``...).  Returns the medians (``fuse``, ``direct``,
     ``ratio``) and the per-round ``ratios``.
     """
-    from bdekit.volume import open_volume
+    from bdekit.volume.bde import open_volume
 
     stream = open_volume(image, **unlock)  # type: ignore[arg-type]
     volume = stream.volume

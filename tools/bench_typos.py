@@ -19,7 +19,8 @@ import resource
 import statistics
 import time
 
-from bdekit import keys, typos
+from bdekit.crypto import keys
+from bdekit.unlock import typos
 
 # A mistyped recovery password with many level-2 corrections (any text works).
 TYPO = "482867-596541-514998-422114-660297-261613-215424-199408"

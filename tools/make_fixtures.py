@@ -36,7 +36,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bdekit import damage, synth
+from bdekit import synth
+from bdekit.synth import damage
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "bdekit-fixture"

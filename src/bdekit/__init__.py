@@ -9,7 +9,8 @@ inspection (metadata, protectors) before unlocking. Every deliberate error is a
 from __future__ import annotations
 
 from bdekit.errors import BdeError
-from bdekit.volume import BdeVolume, DecryptedStream, open_bde, open_volume
+from bdekit.volume.bde import BdeVolume, open_bde, open_volume
+from bdekit.volume.stream import DecryptedStream
 
 __all__ = ["BdeError", "BdeVolume", "DecryptedStream", "open_bde", "open_volume"]
 __version__ = "0.1.0"

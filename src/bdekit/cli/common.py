@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bdekit.errors import KeyError_, MissingKeyError, RecoveryPasswordFormatError, UsageError
-from bdekit.protectors import KeyCandidate, Secrets, UnlockResult, read_bek
+from bdekit.escrow.secrets import KeyCandidate, Secrets, UnlockResult
+from bdekit.format.bek import read_bek
 
 if TYPE_CHECKING:
-    from bdekit.keyring import Keyring
+    from bdekit.escrow.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,13 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     if cert_key and len(cert_paths) != 1:
         raise UsageError("--certificate-key needs exactly one --certificate")
     if cert_paths:
-        from bdekit.certificates import load_certificate
+        from bdekit.unlock.certificates import load_certificate
 
         for cert_path in cert_paths:
             secrets.certificates.append(load_certificate(cert_path, cert_password, cert_key))
     ring_paths = list(kwargs.pop("keyring", ()) or ())
     if ring_paths:
-        from bdekit.keyring import load_keyring
+        from bdekit.escrow.keyring import load_keyring
 
         settings.keyring = load_keyring(ring_paths)
         # All of them for now (so that ``secrets.empty`` is false); cli_unlock keeps only the
@@ -204,7 +205,9 @@ def cli_unlock(volume: Any, secrets: Secrets, ctx: click.Context | None = None, 
     corrected recovery password of a ``--fix-typos`` search on stdout (stderr when
     ``json_mode``, to keep stdout machine-readable). Raises as ``volume.unlock`` does.
     """
-    from bdekit import audit, keys, typos
+    from bdekit.crypto import keys
+    from bdekit.escrow import audit
+    from bdekit.unlock import typos
 
     ctx = ctx or click.get_current_context(silent=True)
     settings = _settings(ctx)

@@ -14,9 +14,10 @@ from typing import Any
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
-from bdekit.engine import decrypt_to, open_salvaged
 from bdekit.errors import EXIT_PARTIAL
-from bdekit.volume import BdeVolume
+from bdekit.pipeline.chunks import open_salvaged
+from bdekit.pipeline.decrypt import decrypt_to
+from bdekit.volume.bde import BdeVolume
 
 
 def decrypt_options(func: Any) -> Any:

@@ -11,7 +11,7 @@ import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
 from bdekit.errors import BdeError
-from bdekit.volume import open_bde
+from bdekit.volume.bde import open_bde
 
 
 @click.command()

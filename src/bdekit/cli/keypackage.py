@@ -15,10 +15,15 @@ import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
 from bdekit.errors import BdeError, OutputExistsError
-from bdekit.keypackage import build_package, package_metadata, parse_key_package, read_key_package
-from bdekit.metadata import Metadata
-from bdekit.protectors import decrypt_fvek
-from bdekit.volume import open_bde
+from bdekit.escrow.keypackage import (
+    build_package,
+    package_metadata,
+    parse_key_package,
+    read_key_package,
+)
+from bdekit.format.metadata import Metadata
+from bdekit.unlock.vmk import decrypt_fvek
+from bdekit.volume.bde import open_bde
 
 
 @click.group("keypackage")

@@ -18,10 +18,10 @@ from typing import Any
 
 import click
 
-from bdekit import keys as keylib
 from bdekit.cli.common import emit_json
+from bdekit.crypto import keys as keylib
 from bdekit.errors import EXIT_USAGE, MissingKeyError, RecoveryPasswordFormatError
-from bdekit.volume import open_bde
+from bdekit.volume.bde import open_bde
 
 
 @click.group()
@@ -45,14 +45,14 @@ def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...]
          certificate_password: str | None, partition: int | None, offset: int | None,
          as_json: bool) -> None:
     """List the escrowed keys and certificates that match IMAGE's protectors (no unlocking)."""
-    from bdekit.keyring import Keyring, load_keyring
+    from bdekit.escrow.keyring import Keyring, load_keyring
 
     if not keyring_paths and not cert_paths:
         raise click.UsageError("give at least one --keyring or --certificate")
     ring = load_keyring(keyring_paths) if keyring_paths else Keyring()
     certs = []
     if cert_paths:
-        from bdekit.certificates import load_certificate
+        from bdekit.unlock.certificates import load_certificate
 
         certs = [load_certificate(p, certificate_password) for p in cert_paths]
     volume = open_bde(image, offset=offset, partition=partition)

@@ -34,7 +34,7 @@ import click
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.errors import EXIT_OTHER, BdeError, UsageError
 from bdekit.fuse import VOLUME_FILE_NAME, fuse_problem, is_mounted
-from bdekit.volume import open_bde
+from bdekit.volume.bde import open_bde
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import click
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.cli.decrypt import decrypt_options, print_damage
 from bdekit.errors import EXIT_PARTIAL
-from bdekit.repair import RepairOptions, command_line, repair
+from bdekit.recovery.repair import RepairOptions, command_line, repair
 
 
 @click.command("repair", context_settings={"help_option_names": ["-h", "--help", "-?"]})

@@ -34,8 +34,8 @@ from typing import Any
 import click
 
 from bdekit.cli.common import emit_json
-from bdekit.locate import SEARCH_MODES, ScanReport, scan_image
-from bdekit.sources import open_source
+from bdekit.image.sources import open_source
+from bdekit.recovery.survey import SEARCH_MODES, ScanReport, scan_image
 
 
 @click.command()

@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from bdekit import damage as damage_mod
 from bdekit import synth as synth_mod
-from bdekit.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.errors import UsageError
+from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
+from bdekit.synth import damage as damage_mod
 
 _METHODS = [label for method, label in METHOD_LABELS.items() if method != EncryptionMethod.NONE]
 
@@ -52,7 +52,7 @@ def protector_specs(kwargs: dict[str, Any]) -> list[Any]:
     for value in kwargs.pop("startup_key", ()) or ():
         specs.append(synth_mod.StartupKeySpec(value))
     for value in kwargs.pop("certificate", ()) or ():
-        from bdekit.certificates import CertificateSpec
+        from bdekit.unlock.certificates import CertificateSpec
 
         specs.append(CertificateSpec(value))
     if kwargs.pop("clear_key", False):

@@ -57,7 +57,7 @@ from construct import (
     this,
 )
 
-from bdekit.constants import FVE_SIGNATURE, DatumType
+from bdekit.format.constants import FVE_SIGNATURE, DatumType
 
 
 class GuidAdapter(Adapter):  # type: ignore[misc]

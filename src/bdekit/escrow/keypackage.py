@@ -85,8 +85,9 @@ from construct import (
     Struct,
 )
 
-from bdekit import structs
-from bdekit.constants import (
+from bdekit.errors import BdeError, FormatError, UsageError
+from bdekit.format import structs
+from bdekit.format.constants import (
     FVE_SIGNATURE,
     DatumRole,
     DatumType,
@@ -95,8 +96,7 @@ from bdekit.constants import (
     VolumeState,
     enum_label,
 )
-from bdekit.errors import BdeError, FormatError, UsageError
-from bdekit.metadata import (
+from bdekit.format.metadata import (
     Datum,
     Metadata,
     MetadataCopy,
@@ -185,7 +185,7 @@ class KeyPackage:
         return None
 
     def describe(self) -> dict[str, Any]:
-        from bdekit.protectors import Protector
+        from bdekit.format.protector import Protector
 
         bh = self.block_header
         return {

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
-from bdekit.constants import STRETCH_ROUNDS
 from bdekit.errors import RecoveryPasswordFormatError, WrongKeyError
+from bdekit.format.constants import STRETCH_ROUNDS
 
 __all__ = [
     "BLOCK_COUNT",

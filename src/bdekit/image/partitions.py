@@ -39,7 +39,7 @@ from construct import (
 )
 
 from bdekit.errors import FormatError, UsageError
-from bdekit.sources import ImageSource
+from bdekit.image.sources import ImageSource
 
 __all__ = [
     "GPT_ENTRY",

@@ -131,8 +131,11 @@ import numpy as np
 from construct import Container, ListContainer
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bdekit import __version__, ciphers, keys, structs
-from bdekit.constants import (
+from bdekit import __version__
+from bdekit.crypto import ciphers, keys
+from bdekit.errors import OutputExistsError, UsageError
+from bdekit.format import structs
+from bdekit.format.constants import (
     BITLOCKER_GUID,
     DatumRole,
     DatumType,
@@ -140,80 +143,100 @@ from bdekit.constants import (
     ProtectionType,
     VolumeState,
 )
-from bdekit.errors import OutputExistsError, UsageError
+from bdekit.format.layout import round_down, round_up
 
 log = logging.getLogger(__name__)
 
+
 MiB = 1 << 20
+
+
 #: Bytes per chunk of the streaming pipeline (a multiple of :data:`WINDOW`).
 CHUNK = 4 * MiB
+
+
 #: Manifest digest window.
 WINDOW = MiB
+
+
 #: Granularity of hole punching (all-zero blocks are not written).
 SPARSE_BLOCK = 64 << 10
+
+
 #: First bytes of the volume Windows 7+ relocate (and Vista leaves plaintext).
 HEADER_BLOCK = 8192
+
+
 #: Reserved size of a v2 metadata copy / the v1 minimum.
 V2_REGION = 64 << 10
+
+
 V1_REGION = 16 << 10
+
+
 #: Smallest volume :func:`build` writes.
 MIN_SIZE = MiB
+
+
 MANIFEST_FORMAT = "bdekit-synth-manifest"
+
+
 MANIFEST_VERSION = 1
+
 
 # Key types of the key datums Windows writes (see the module docstring).
 KEY_TYPE_CLEAR = 0x2000
+
+
 KEY_TYPE_EXTERNAL = 0x2002
+
+
 KEY_TYPE_VMK = 0x2003
+
+
 KEY_TYPE_VALIDATION = 0x2005
+
+
 KEY_TYPE_PASSWORD_ESCROW = 0x2007
+
+
 KEY_TYPE_RECOVERY_ESCROW = 0x2008
+
+
 KEY_TYPE_RECOVERY_KEY = 0x1000
+
+
 STRETCH_TYPE_RECOVERY = 0x1000
+
+
 STRETCH_TYPE_PASSWORD = 0x1001
+
+
 ROLE_RECOVERY_KEY_ESCROW = 18
+
+
 ROLE_STRETCHED_KEY_ESCROW = 19
+
 
 #: 2021-01-01 00:00:00 UTC as FILETIME: the base of generated timestamps.
 _FILETIME_2021 = 132539328000000000
+
+
 _TICKS_PER_SECOND = 10_000_000
+
+
 _ZEROS = bytes(CHUNK)
+
+
 _ZERO_WINDOW = hashlib.sha256(bytes(WINDOW)).hexdigest()
+
+
 _U64 = np.dtype("<u8")
 
-__all__ = [
-    "ClearKeySpec",
-    "Layout",
-    "Manifest",
-    "NonceSource",
-    "PasswordSpec",
-    "RecoveryPasswordSpec",
-    "SeededRandom",
-    "StartupKeySpec",
-    "SynthProtector",
-    "aes_ccm_datum",
-    "build",
-    "build_bek",
-    "build_metadata_block",
-    "build_volume_header",
-    "default_manifest_path",
-    "encrypt_sectors",
-    "key_datum",
-    "ntfs_boot_sector",
-    "parse_size",
-    "parse_state",
-    "payload_key",
-    "unicode_datum",
-    "validation_bytes",
-    "window_digests",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# Small parsers shared with the CLI and damage.py
-# --------------------------------------------------------------------------------------------
 
 _SIZE_RE = re.compile(r"^\s*(0x[0-9a-f]+|\d+)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
+
+
 _SUFFIX = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
 
 
@@ -259,12 +282,6 @@ def default_manifest_path(image: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".manifest.json")
 
 
-def _round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
-def _round_down(value: int, align: int) -> int:
-    return value // align * align
 
 
 def _method(method: str | int | EncryptionMethod) -> EncryptionMethod:
@@ -279,11 +296,6 @@ def _method(method: str | int | EncryptionMethod) -> EncryptionMethod:
     if value == EncryptionMethod.NONE:
         raise UsageError("synthetic images need an encryption method, not 'none'")
     return value
-
-
-# --------------------------------------------------------------------------------------------
-# Deterministic randomness, FILETIMEs and nonces
-# --------------------------------------------------------------------------------------------
 
 
 class SeededRandom:
@@ -341,11 +353,6 @@ class NonceSource:
         return self._random.bytes(n)
 
 
-# --------------------------------------------------------------------------------------------
-# Datum and structure writers
-# --------------------------------------------------------------------------------------------
-
-
 def key_datum(key: bytes, key_type: int, role: int = 0, version: int = 1) -> Container:
     """A key datum (type 1): version 1 in the clear (clear key, BEK file)."""
     return Container(role=role, type=int(DatumType.KEY), version=version,
@@ -388,7 +395,7 @@ def build_metadata_block(block_header: Any, dataset_header: Any,
     dataset = dict(dataset_header)
     dataset.pop("_io", None)
     dataset["size"] = dataset["copy_size"] = structs.DATASET_HEADER.sizeof() + len(body)
-    padded = _round_up(structs.FVE_BLOCK_HEADER.sizeof() + dataset["size"], 16)
+    padded = round_up(structs.FVE_BLOCK_HEADER.sizeof() + dataset["size"], 16)
     header = dict(block_header)
     header.pop("_io", None)
     header["size"] = padded // 16 if header["version"] >= 2 else padded
@@ -476,11 +483,6 @@ def encrypt_sectors(cipher: ciphers.SectorCipher, plaintext: bytes | bytearray |
     out = bytearray(len(memoryview(plaintext).cast("B")))
     cipher.encrypt(plaintext, out, offset)
     return bytes(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Protectors
-# --------------------------------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -678,11 +680,6 @@ def _prepare(spec: Any, seed: int | str, index: int) -> Any:
                      "build_datum()/manifest()")
 
 
-# --------------------------------------------------------------------------------------------
-# Plaintext sources
-# --------------------------------------------------------------------------------------------
-
-
 class _Generated:
     """Deterministic plaintext: a boot sector, its backup, random bytes in the used areas."""
 
@@ -694,8 +691,8 @@ class _Generated:
         serial = int.from_bytes(SeededRandom(seed, "serial").bytes(8), "little")
         self.boot = ntfs_boot_sector(size, sector_size, serial)
         if used_only:
-            length = min(960 << 10, max(16 << 10, _round_down(size // 64, 16 << 10)))
-            starts = sorted({_round_down(size * k // 8, SPARSE_BLOCK) for k in range(8)})
+            length = min(960 << 10, max(16 << 10, round_down(size // 64, 16 << 10)))
+            starts = sorted({round_down(size * k // 8, SPARSE_BLOCK) for k in range(8)})
             areas = [(s, min(s + length, size)) for s in starts]
         else:
             areas = [(0, size)]
@@ -788,11 +785,6 @@ class _FileSource:
         return True
 
 
-# --------------------------------------------------------------------------------------------
-# Layout
-# --------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class Layout:
     """Where everything lies on the volume (byte offsets)."""
@@ -834,18 +826,18 @@ def _plan_layout(size: int, ss: int, content: Any, *, vista: bool, search: bool,
                  encrypted_end: int) -> Layout:
     cluster = max(ss, 4096)
     if vista:
-        region = _round_up(V1_REGION, cluster)
+        region = round_up(V1_REGION, cluster)
         need = [region] * 3
         reloc_size = 0
     else:
-        region = _round_up(V2_REGION, ss)
+        region = round_up(V2_REGION, ss)
         reloc_size = max(HEADER_BLOCK, ss)
         need = [region + reloc_size, region, region]
     align = 64 << 10
     taken: list[tuple[int, int]] = [(0, HEADER_BLOCK), (size - ss, ss)]
     offsets: list[int] = []
     for k, length in zip((8, 10, 12), need, strict=True):
-        target = _round_down(size * k // 16, align)
+        target = round_down(size * k // 16, align)
         offsets.append(_find_region(content, target, length, align, size, taken, search))
         taken.append((offsets[-1], length))
     return Layout(version=1 if vista else 2, volume_size=size, sector_size=ss,
@@ -880,11 +872,6 @@ def _find_region(content: Any, target: int, length: int, align: int, size: int,
     log.warning("no all-zero region of %d bytes for a metadata copy: its source data at %d is "
                 "overwritten", length, first_fit)
     return first_fit
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest
-# --------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -992,11 +979,6 @@ def window_digests(read: Callable[[int, int], bytes], volume_size: int,
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# The streaming writer
-# --------------------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class _ChunkResult:
     pos: int
@@ -1070,7 +1052,7 @@ class _Streamer:
         for a, length in self.covered:
             lo, hi = max(a, pos), min(a + length, end)
             if lo < hi:
-                sectors[(lo - pos) // ss:_round_up(hi - pos, ss) // ss] = True
+                sectors[(lo - pos) // ss:round_up(hi - pos, ss) // ss] = True
 
     def _zero_runs_all(self, pos: int, enc_n: int) -> list[tuple[int, int]]:
         if not enc_n:
@@ -1130,11 +1112,6 @@ def _merge(runs: Iterable[tuple[int, int]]) -> list[list[int]]:
         else:
             out.append([a, n])
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# build()
-# --------------------------------------------------------------------------------------------
 
 
 def build(output: str | os.PathLike[str], *, size: int | str | None = None,
@@ -1375,3 +1352,4 @@ def _stream(streamer: _Streamer, fd: int, size: int, chunk: int, threads: int | 
 
 def _filetime_datetime(filetime: int) -> dt.datetime:
     return dt.datetime(1601, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=filetime // 10)
+

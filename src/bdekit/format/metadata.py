@@ -29,8 +29,9 @@ from typing import Any
 
 from construct import ConstructError, Container
 
-from bdekit import structs
-from bdekit.constants import (
+from bdekit.errors import BdeError, FormatError, MetadataError, NotBitLockerError
+from bdekit.format import structs
+from bdekit.format.constants import (
     BITLOCKER_GUID,
     EOW_GUID,
     FVE_SIGNATURE,
@@ -41,7 +42,6 @@ from bdekit.constants import (
     VolumeState,
     enum_label,
 )
-from bdekit.errors import BdeError, FormatError, MetadataError, NotBitLockerError
 
 log = logging.getLogger(__name__)
 

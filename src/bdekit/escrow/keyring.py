@@ -44,9 +44,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bdekit.constants import ProtectionType
 from bdekit.errors import BdeError, FormatError, UsageError
-from bdekit.protectors import BekFile, KeyCandidate, Protector, parse_bek
+from bdekit.escrow.secrets import KeyCandidate
+from bdekit.format.bek import BekFile, parse_bek
+from bdekit.format.constants import ProtectionType
+from bdekit.format.protector import Protector
 
 log = logging.getLogger(__name__)
 

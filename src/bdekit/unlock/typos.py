@@ -29,18 +29,13 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bdekit import keys
-from bdekit.constants import DatumType, ProtectionType
+from bdekit.crypto import keys
 from bdekit.errors import BdeError, FormatError, UsageError, WrongKeyError
-from bdekit.metadata import Metadata, parse_datums
-from bdekit.protectors import (
-    AttemptHook,
-    KeyCandidate,
-    Protector,
-    UnlockResult,
-    decrypt_fvek,
-    protectors_of,
-)
+from bdekit.escrow.secrets import AttemptHook, KeyCandidate, UnlockResult
+from bdekit.format.constants import DatumType, ProtectionType
+from bdekit.format.metadata import Metadata, parse_datums
+from bdekit.format.protector import Protector, protectors_of
+from bdekit.unlock.vmk import decrypt_fvek
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bdekit import mapfile as mapfile_mod
 from bdekit.errors import UsageError
-from bdekit.synth import Manifest, SeededRandom, default_manifest_path, parse_size
+from bdekit.image import mapfile as mapfile_mod
+from bdekit.synth.builder import Manifest, SeededRandom, default_manifest_path, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class ImageLayout:
             if lay.get("relocated_offset"):
                 self.relocated = (int(lay["relocated_offset"]), int(lay["relocated_size"]))
             return
-        from bdekit.metadata import read_metadata
+        from bdekit.format.metadata import read_metadata
 
         with open(image, "rb") as fh:
             def read(offset: int, length: int) -> bytes:

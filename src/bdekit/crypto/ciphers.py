@@ -57,8 +57,8 @@ from typing import Any, TypeAlias
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
-from bdekit.constants import EncryptionMethod
 from bdekit.errors import UnsupportedError, UsageError
+from bdekit.format.constants import EncryptionMethod
 
 __all__ = ["SectorCipher", "make_cipher"]
 

@@ -19,108 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any
 
-from bdekit.constants import METHOD_LABELS, DatumRole, DatumType
-from bdekit.errors import BdeError, NotBitLockerError, ReadError, UsageError
-from bdekit.metadata import block_size_of, parse_volume_header
+from bdekit.errors import BdeError, ReadError, UsageError
+from bdekit.format.constants import METHOD_LABELS, DatumRole, DatumType
+from bdekit.format.metadata import block_size_of
+from bdekit.image.locate import is_bitlocker
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Candidate:
-    index: int | None
-    offset: int
-    size: int
-    kind: str  # header kind, or "" when not BitLocker
-    description: str
-
-
-def is_bitlocker(sector: bytes) -> str:
-    """Header kind ("win7", "eow", "togo", "vista") if ``sector`` is a BitLocker header."""
-    try:
-        return parse_volume_header(sector).kind
-    except BdeError:
-        return ""
-
-
-def scan_partitions(source: Any) -> list[tuple[Any, str]]:
-    """Every partition of the disk with its BitLocker header kind ("" if not BitLocker)."""
-    from bdekit.partitions import read_partition_table
-
-    out = []
-    for part in read_partition_table(source):
-        sector = source.read_at(part.offset, 512) if part.offset < source.size else b""
-        out.append((part, is_bitlocker(sector)))
-    return out
-
-
-def volume_source(path: str | os.PathLike[str] | Any, *, offset: int | None = None,
-                  partition: int | None = None) -> Any:
-    """An image source positioned on the BitLocker volume."""
-    from bdekit.sources import open_source
-
-    if offset is not None and partition is not None:
-        raise UsageError("give --offset or --partition, not both")
-    owned = not hasattr(path, "read_at")
-    source = open_source(path) if owned else path
-    try:
-        volume = _volume_source(source, offset, partition, owned)
-    except BaseException:
-        if owned:
-            source.close()
-        raise
-    start = getattr(volume, "offset", 0)
-    if start:
-        log.debug("the volume starts at image offset %d (0x%x); the offsets of its structures "
-                  "below are relative to the volume", start, start)
-    return volume
-
-
-def _volume_source(source: Any, offset: int | None, partition: int | None,
-                   owned: bool) -> Any:
-    from bdekit.sources import SliceSource
-
-    name = getattr(source, "path", "")
-    if offset is not None:
-        if offset < 0 or offset >= source.size:
-            raise UsageError(f"--offset {offset} is outside the image ({source.size} bytes)",
-                             path=name)
-        return SliceSource(source, offset, source.size - offset, owns_parent=owned)
-    head = source.read_at(0, 512)
-    if partition is None and is_bitlocker(head):
-        return source
-    parts = scan_partitions(source)
-    if partition is not None:
-        from bdekit.partitions import find_partition
-
-        try:
-            part = find_partition([p for p, _kind in parts], partition)
-        except UsageError as exc:
-            raise exc.with_context(path=name) from None
-        log.info("using partition %d at offset %d (%d bytes)", part.index, part.offset,
-                 part.size)
-        return SliceSource(source, part.offset, part.size, owns_parent=owned)
-    bitlocker = [(p, k) for p, k in parts if k]
-    if len(bitlocker) == 1:
-        part = bitlocker[0][0]
-        log.info("using partition %d at offset %d (%s)", part.index, part.offset,
-                 bitlocker[0][1])
-        return SliceSource(source, part.offset, part.size, owns_parent=owned)
-    if len(bitlocker) > 1:
-        listing = "; ".join(f"partition {p.index} at offset {p.offset} ({p.size} bytes)"
-                            for p, _ in bitlocker)
-        raise UsageError(f"several BitLocker partitions, choose one with --partition: {listing}",
-                         path=name)
-    if parts:
-        raise NotBitLockerError(f"none of the {len(parts)} partitions is a BitLocker volume "
-                                "('bdekit scan' lists them and searches for stray metadata)",
-                                path=name, offset=0)
-    # no partition table: let the volume header parser explain what it found
-    parse_volume_header(head, name)
-    return source
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,6 +34,8 @@ def _volume_source(source: Any, offset: int | None, partition: int | None,
 # --------------------------------------------------------------------------------------------
 #: Metadata blocks start on a sector boundary (of the volume, hence of the disk).
 SCAN_ALIGN = 512
+
+
 #: ``--search`` modes of :func:`scan_image`.
 SEARCH_MODES = ("auto", "all", "none")
 
@@ -265,8 +173,8 @@ def find_metadata_blocks(source: Any, start: int = 0, end: int | None = None, *,
     offsets, 16 MiB ``bytes.find`` steps, each hit validated as a metadata copy), run over a
     window of the image; read errors zero-fill 64 KiB and the search goes on.
     """
-    from bdekit.recovery import scan_metadata
-    from bdekit.sources import SliceSource
+    from bdekit.image.sources import SliceSource
+    from bdekit.recovery.metadata_scan import scan_metadata
 
     end = int(source.size) if end is None else min(end, int(source.size))
     # scan_metadata cannot report a block at offset 0 of what it searches: start one sector
@@ -295,8 +203,8 @@ def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 def _describe_bitlocker(entry: ScanEntry, source: Any) -> list[int]:
     """Fill ``entry`` from the volume's metadata; return the image offsets of its copies."""
-    from bdekit.sources import SliceSource
-    from bdekit.volume import BdeVolume
+    from bdekit.image.sources import SliceSource
+    from bdekit.volume.bde import BdeVolume
 
     window = SliceSource(source, entry.offset, entry.size)
     try:
@@ -318,7 +226,7 @@ def _describe_bitlocker(entry: ScanEntry, source: Any) -> list[int]:
 
 
 def _filesystem_name(sector: bytes) -> str:
-    from bdekit.partitions import looks_like_vbr
+    from bdekit.image.partitions import looks_like_vbr
 
     if not looks_like_vbr(sector):
         return ""
@@ -391,7 +299,7 @@ def scan_image(source: Any, *, search: str = "auto", progress: Any = None) -> Sc
     read, and the whole image when it has no table and is not a BitLocker volume;
     ``"all"`` searches the whole image; ``"none"`` nothing.
     """
-    from bdekit.partitions import read_partition_table
+    from bdekit.image.partitions import read_partition_table
 
     if search not in SEARCH_MODES:
         raise UsageError(f"search mode {search!r} is not one of {', '.join(SEARCH_MODES)}")
@@ -462,3 +370,4 @@ def scan_image(source: Any, *, search: str = "auto", progress: Any = None) -> Sc
     return ScanReport(path=source.path, container=source.kind, image_size=size, table=table,
                       table_error=table_error, entries=entries, search=search,
                       searched=searched, blocks=blocks)
+

@@ -59,10 +59,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from bdekit import keys
-from bdekit.constants import DatumType, ProtectionType
+from bdekit.crypto import keys
 from bdekit.errors import BdeError, FormatError, MissingKeyError, UsageError, WrongKeyError
-from bdekit.metadata import Datum, parse_datums
+from bdekit.format.constants import DatumType, ProtectionType
+from bdekit.format.metadata import Datum, parse_datums
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _plain_keys(plain: bytes) -> Iterator[tuple[str, bytes]]:
 
 
 def _verify_fvek(metadata: Any, vmk: bytes) -> bool:
-    from bdekit.protectors import decrypt_fvek
+    from bdekit.unlock.vmk import decrypt_fvek
 
     try:
         decrypt_fvek(metadata, vmk)
@@ -319,7 +319,7 @@ def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes
     Raises :class:`WrongKeyError` for a certificate that is not the protector's (thumbprint
     differs, or no variant verifies) and :class:`MissingKeyError` without a private key.
     """
-    from bdekit.protectors import _unwrap_vmk
+    from bdekit.unlock.vmk import _unwrap_vmk
 
     wanted = protector_thumbprint(protector)
     if wanted is not None and wanted != cert.thumbprint:
@@ -412,7 +412,7 @@ def _key_datum(key: bytes, key_type: int = VMK_KEY_TYPE) -> Container:
 
 
 def _aes_ccm_datum(key: bytes, nonce: bytes, inner: Container) -> Container:
-    from bdekit import structs
+    from bdekit.format import structs
 
     mac, data = keys.aes_ccm_encrypt(key, nonce, structs.DATUM.build(inner))
     return Container(role=0, type=DatumType.AES_CCM_ENCRYPTED_KEY, version=1,

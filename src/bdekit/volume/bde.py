@@ -24,224 +24,27 @@ reads a second. Decryption goes through :mod:`bdekit.ciphers` over whole runs.
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
-import enum
 import hashlib
-import io
 import logging
 import os
-import threading
-import zlib
-from collections.abc import Iterator
 from typing import Any
 
-from bdekit import ciphers, keys, structs
-from bdekit.constants import DatumType, EncryptionMethod, VolumeState
+from bdekit.crypto import ciphers
 from bdekit.errors import BdeError, FormatError, WrongKeyError
-from bdekit.metadata import (
-    V1_METADATA_REGION,
-    V2_METADATA_REGION,
-    Metadata,
-    read_metadata,
-)
-from bdekit.protectors import Secrets, UnlockResult, protectors_of, unlock, unwrap_key
+from bdekit.escrow.secrets import Secrets, UnlockResult
+from bdekit.format.bootsector import boot_sector_size
+from bdekit.format.constants import DatumType, EncryptionMethod, VolumeState
+from bdekit.format.eow import EowLayout, read_eow
+from bdekit.format.layout import round_up
+from bdekit.format.metadata import V1_METADATA_REGION, V2_METADATA_REGION, Metadata, read_metadata
+from bdekit.format.protector import protectors_of
+from bdekit.unlock.attempt import unlock
+from bdekit.unlock.vmk import unwrap_key
+from bdekit.volume.planner import Run, RunKind, SegmentMap, _bitmap_runs, merge_runs
+from bdekit.volume.stream import DecryptedStream
 
 log = logging.getLogger(__name__)
 
-
-class RunKind(enum.Enum):
-    PLAIN = "plain"
-    ENCRYPTED = "encrypted"
-    RELOCATED = "relocated"
-    VISTA_HEADER = "vista-header"
-    ZERO = "zero"
-    MISSING = "missing"
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    kind: RunKind
-    offset: int  # in the volume
-    length: int
-    source: int  # where the bytes lie in the image (physical offset in the volume)
-    encrypted: bool  # whether ``source`` holds ciphertext
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.length
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    start: int
-    kind: RunKind
-    delta: int  # source = offset + delta
-    encrypted: bool
-
-
-class SegmentMap:
-    """Non-overlapping segments covering [0, size), painted in layers."""
-
-    def __init__(self, size: int, kind: RunKind, encrypted: bool) -> None:
-        self.size = size
-        self.starts: list[int] = [0]
-        self.segs: list[Segment] = [Segment(0, kind, 0, encrypted)]
-
-    def paint(self, start: int, end: int, kind: RunKind, delta: int, encrypted: bool) -> None:
-        """Overlay [start, end) with one segment; what lies after ``end`` continues as before."""
-        start = max(0, start)
-        end = min(self.size, end)
-        if start >= end:
-            return
-        tail = self.segs[bisect.bisect_right(self.starts, end) - 1]
-        lo = bisect.bisect_left(self.starts, start)
-        hi = bisect.bisect_left(self.starts, end)
-        new = [Segment(start, kind, delta, encrypted)]
-        if end < self.size and (hi == len(self.starts) or self.starts[hi] != end):
-            new.append(Segment(end, tail.kind, tail.delta, tail.encrypted))
-        self.segs[lo:hi] = new
-        self.starts[lo:hi] = [s.start for s in new]
-
-    @classmethod
-    def from_plain_ranges(cls, size: int, plain: list[tuple[int, int]]) -> SegmentMap:
-        """An encrypted map with ``plain`` ranges (any order, may overlap) marked PLAIN."""
-        merged: list[list[int]] = []
-        for a, b in sorted((max(0, a), min(size, b)) for a, b in plain):
-            if a >= b:
-                continue
-            if merged and a <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        segs: list[Segment] = []
-        pos = 0
-        for a, b in merged:
-            if a > pos:
-                segs.append(Segment(pos, RunKind.ENCRYPTED, 0, True))
-            segs.append(Segment(a, RunKind.PLAIN, 0, False))
-            pos = b
-        if pos < size or not segs:
-            segs.append(Segment(pos, RunKind.ENCRYPTED, 0, True))
-        smap = cls(size, RunKind.ENCRYPTED, True)
-        smap.segs = segs
-        smap.starts = [seg.start for seg in segs]
-        return smap
-
-    def runs(self, offset: int, length: int) -> Iterator[Run]:
-        end = min(offset + length, self.size)
-        i = bisect.bisect_right(self.starts, offset) - 1
-        pos = offset
-        while pos < end:
-            seg = self.segs[i]
-            seg_end = self.starts[i + 1] if i + 1 < len(self.starts) else self.size
-            stop = min(seg_end, end)
-            yield Run(seg.kind, pos, stop - pos, pos + seg.delta, seg.encrypted)
-            pos = stop
-            i += 1
-
-    def __len__(self) -> int:
-        return len(self.segs)
-
-
-def merge_runs(runs: Iterator[Run]) -> list[Run]:
-    """Join adjacent runs of the same kind whose sources are contiguous."""
-    out: list[Run] = []
-    for run in runs:
-        if out:
-            last = out[-1]
-            if (last.kind == run.kind and last.encrypted == run.encrypted
-                    and last.end == run.offset and last.source + last.length == run.source):
-                out[-1] = dataclasses.replace(last, length=last.length + run.length)
-                continue
-        out.append(run)
-    return out
-
-
-@dataclasses.dataclass
-class EowLayout:
-    """Used-space-only bitmaps: per region, chunk runs with their encryption state."""
-
-    chunk_size: int
-    regions: list[tuple[int, int, bytes, int]]  # (offset, size, bitmap, bits)
-    reserved: list[tuple[int, int]]  # (offset, length) of EOW structures and conversion logs
-
-
-def read_eow(read: Any, offsets: list[int], sector_size: int,
-             path: str | None = None) -> EowLayout | None:
-    """Read the first valid EOW information block and its bitmaps' current records."""
-    for off in offsets:
-        if not off:
-            continue
-        head = read(off, 0x1000)
-        if head[:8] != b"FVE-EOW\x00":
-            log.warning("EOW information at %d: bad signature", off)
-            continue
-        try:
-            info = structs.EOW_INFORMATION.parse(head)
-        except Exception:  # construct errors on a damaged block
-            log.warning("EOW information at %d does not parse", off)
-            continue
-        check = bytearray(head[:info.size])
-        check[36:40] = b"\0\0\0\0"
-        if zlib.crc32(check) != info.crc32:
-            log.warning("EOW information at %d: CRC mismatch", off)
-            continue
-        regions: list[tuple[int, int, bytes, int]] = []
-        reserved: list[tuple[int, int]] = []
-        for eow_off in info.eow_offsets:
-            reserved.append((int(eow_off), _round_up(info.size, sector_size)))
-        for bm_off in info.bitmap_offsets:
-            data = read(bm_off, 0x2000)
-            try:
-                bm = structs.EOW_BITMAP_BLOCK.parse(data)
-            except Exception:
-                raise FormatError("EOW bitmap block does not parse", path=path,
-                                  offset=int(bm_off)) from None
-            reserved.append((int(bm_off), int(bm.size)))
-            reserved.append((int(bm.conversion_log_offset), int(info.conversion_log_size)))
-            best = None
-            for rec_off in bm.record_offsets:
-                rec_data = data[rec_off:rec_off + bm.record_size]
-                try:
-                    rec = structs.EOW_BITMAP_RECORD.parse(rec_data)
-                except Exception:
-                    continue
-                check = bytearray(rec_data)
-                check[32:36] = b"\0\0\0\0"
-                if zlib.crc32(check) != rec.crc32:
-                    continue
-                if best is None or rec.sequence > best.sequence:
-                    best = rec
-            if best is None:
-                raise FormatError("EOW bitmap block has no valid record", path=path,
-                                  offset=int(bm_off))
-            regions.append((int(bm.region_offset), int(bm.region_size), bytes(best.bitmap),
-                            int(best.bitmap_size)))
-        return EowLayout(int(info.chunk_size), regions, reserved)
-    return None
-
-
-def _round_up(value: int, align: int) -> int:
-    return -(-value // align) * align
-
-
-def boot_sector_size(sector: bytes) -> int | None:
-    """Volume size in bytes from an NTFS, FAT or exFAT boot sector, or None."""
-    if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
-        return None
-    if sector[3:11] == b"EXFAT   ":  # exFAT: volume length (sectors) at 72, 2^shift at 108
-        shift = sector[108]
-        length = int.from_bytes(sector[72:80], "little")
-        return length << shift if 9 <= shift <= 12 and length else None
-    bpb = structs.BOOT_SECTOR_PREFIX.parse(sector)
-    bps = bpb.bytes_per_sector
-    if bps not in (512, 1024, 2048, 4096):
-        return None
-    if bpb.oem_id == b"NTFS    ":
-        return int((bpb.total_sectors_64 + 1) * bps) if bpb.total_sectors_64 else None
-    total = bpb.total_sectors_16 or bpb.total_sectors_32
-    return int(total * bps) if total else None
 
 
 class BdeVolume:
@@ -420,9 +223,9 @@ class BdeVolume:
         regions: list[tuple[int, int]] = []
         if md.version == 1:
             cluster = self.header.cluster_size
-            region = _round_up(V1_METADATA_REGION, cluster)
+            region = round_up(V1_METADATA_REGION, cluster)
         else:
-            region = _round_up(V2_METADATA_REGION, ss)
+            region = round_up(V2_METADATA_REGION, ss)
         offsets = [int(o) for o in md.block_header.metadata_offsets]
         regions += [(o, region) for o in offsets if o]
         if md.version >= 2:
@@ -491,7 +294,7 @@ class BdeVolume:
             return 0
         ss = self.sector_size
         a = offset - offset % ss
-        b = _round_up(offset + length, ss)
+        b = round_up(offset + length, ss)
         if a == offset and b == offset + length:
             self._read_aligned(a, mv[:length])
         else:
@@ -557,86 +360,10 @@ class BdeVolume:
 
 
 def _iso(filetime: int) -> str | None:
-    from bdekit.metadata import filetime_to_datetime
+    from bdekit.format.metadata import filetime_to_datetime
 
     value = filetime_to_datetime(int(filetime))
     return value.isoformat() if value else None
-
-
-def _bitmap_runs(bitmap: bytes, bits: int, chunk: int) -> Iterator[tuple[int, int, bool]]:
-    """(start, end, encrypted) byte runs of a bitmap, LSB first, set = encrypted."""
-    if bits <= 0:
-        return
-    import numpy as np
-
-    arr = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")[:bits]
-    change = np.flatnonzero(np.diff(arr)) + 1
-    starts = np.concatenate(([0], change))
-    ends = np.concatenate((change, [bits]))
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield s * chunk, e * chunk, bool(arr[s])
-
-
-class DecryptedStream(io.RawIOBase):
-    """A read-only, seekable file object over the decrypted volume.
-
-    ``readinto`` takes the stream's lock only to claim the position, so several threads may
-    share one stream (each read is positional underneath); ``pread`` never touches the position.
-    """
-
-    def __init__(self, volume: BdeVolume) -> None:
-        super().__init__()
-        self.volume = volume
-        self._pos = 0
-        self._lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        return self.volume.volume_size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        with self._lock:
-            if whence == os.SEEK_SET:
-                pos = offset
-            elif whence == os.SEEK_CUR:
-                pos = self._pos + offset
-            elif whence == os.SEEK_END:
-                pos = self.size + offset
-            else:
-                raise ValueError(f"invalid whence {whence}")
-            if pos < 0:
-                raise ValueError("negative seek position")
-            self._pos = pos
-            return pos
-
-    def readinto(self, b: Any) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed stream")
-        mv = memoryview(b).cast("B")
-        with self._lock:
-            pos = self._pos
-            n = max(0, min(len(mv), self.size - pos))
-            self._pos = pos + n
-        if n == 0:
-            return 0
-        return self.volume.read_into(pos, mv[:n])
-
-    def pread(self, length: int, offset: int) -> bytes:
-        buf = bytearray(max(0, min(length, self.size - offset)))
-        self.volume.read_into(offset, buf)
-        return bytes(buf)
 
 
 def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None = None,
@@ -649,7 +376,7 @@ def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None =
     ``path`` may be a path (raw, split, E01, VHD/VHDX; a partitioned disk with ``offset`` or
     ``partition``, or the single BitLocker partition) or an image source object.
     """
-    from bdekit.protectors import read_bek
+    from bdekit.format.bek import read_bek
 
     sec = secrets or Secrets()
     if recovery_password:
@@ -670,11 +397,8 @@ def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None =
 def open_bde(path: str | os.PathLike[str] | Any, *, offset: int | None = None,
              partition: int | None = None) -> BdeVolume:
     """Open the BitLocker volume in an image (locked; call ``unlock``)."""
-    from bdekit import locate
+    from bdekit.image import locate
 
     source = locate.volume_source(path, offset=offset, partition=partition)
     return BdeVolume(source, path=getattr(source, "path", None))
 
-
-__all__ = ["BdeVolume", "DecryptedStream", "Run", "RunKind", "SegmentMap", "keys",
-           "open_bde", "open_volume"]

@@ -43,21 +43,7 @@ import shlex
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from bdekit import keys
-from bdekit.constants import FVE_SIGNATURE, DatumType, VolumeState
-from bdekit.engine import (
-    DEFAULT_CHUNK,
-    NOT_RESCUED,
-    ChunkReader,
-    Damage,
-    Journal,
-    Report,
-    SalvageSource,
-    decrypt_to,
-    find_salvage,
-    is_device,
-    journal_path_for,
-)
+from bdekit.crypto import keys
 from bdekit.errors import (
     BdeError,
     KeyError_,
@@ -67,9 +53,11 @@ from bdekit.errors import (
     UsageError,
     WrongKeyError,
 )
-from bdekit.keypackage import KeyPackage, package_metadata, read_key_package
-from bdekit.mapfile import read_mapfile, write_mapfile
-from bdekit.metadata import (
+from bdekit.escrow.keypackage import KeyPackage, package_metadata, read_key_package
+from bdekit.escrow.secrets import Secrets, UnlockResult
+from bdekit.format.bootsector import parse_boot_sector
+from bdekit.format.constants import FVE_SIGNATURE, DatumType, VolumeState
+from bdekit.format.metadata import (
     V2_METADATA_REGION,
     Metadata,
     MetadataCopy,
@@ -77,18 +65,25 @@ from bdekit.metadata import (
     parse_volume_header,
     read_metadata,
 )
-from bdekit.protectors import Secrets, UnlockResult, decrypt_fvek, unlock, unwrap_key
-from bdekit.recovery import (
+from bdekit.image.mapfile import read_mapfile, write_mapfile
+from bdekit.image.ranges import NOT_RESCUED, Damage
+from bdekit.image.salvage import SalvageSource, find_salvage
+from bdekit.pipeline.chunks import ChunkReader
+from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
+from bdekit.pipeline.journal import Journal, journal_path_for
+from bdekit.pipeline.output import is_device
+from bdekit.pipeline.report import Report
+from bdekit.recovery.bootsector import (
     decrypt_sector,
     detect_sector_size,
     find_backup_boot_sector,
     find_relocated_header,
-    metadata_from_scan,
-    parse_boot_sector,
-    scan_metadata,
     with_sector_size,
 )
-from bdekit.volume import BdeVolume
+from bdekit.recovery.metadata_scan import metadata_from_scan, scan_metadata
+from bdekit.unlock.attempt import unlock
+from bdekit.unlock.vmk import decrypt_fvek, unwrap_key
+from bdekit.volume.bde import BdeVolume
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +181,13 @@ def locate_tolerant(source: Any, offset: int | None,
                     partition: int | None) -> tuple[Any, int]:
     """(volume source, its offset in the image); a volume whose header is gone is taken as
     the whole image, or the image's only partition."""
-    from bdekit import locate
-    from bdekit.sources import SliceSource
+    from bdekit.image import locate
+    from bdekit.image.sources import SliceSource
 
     try:
         vsrc = locate.volume_source(source, offset=offset, partition=partition)
     except NotBitLockerError as exc:
-        from bdekit.partitions import read_partition_table
+        from bdekit.image.partitions import read_partition_table
 
         try:
             parts = read_partition_table(source)
@@ -423,7 +418,7 @@ def _volume_guids(read: Callable[[int, int], bytes], pool: Sequence[MetadataCopy
                   header: VolumeHeader | None) -> set[Any]:
     """Volume GUIDs named by whatever is left of the metadata (even copies whose datums are
     damaged still carry their dataset header)."""
-    from bdekit import structs
+    from bdekit.format import structs
 
     guids = {c.dataset_header.volume_guid for c in pool if c.dataset_header is not None}
     offsets = [c.offset for c in pool] + (list(header.metadata_offsets) if header else [])
@@ -442,7 +437,8 @@ def _key_fits_image(md: Metadata, result: UnlockResult, read: Callable[[int, int
                     image_size: int, package: KeyPackage | None) -> bool:
     """Whether the FVEK decrypts a boot sector of this image: the relocated one, or the
     backup at one of the candidate volume sizes."""
-    from bdekit import ciphers, structs
+    from bdekit.crypto import ciphers
+    from bdekit.format import structs
 
     ss = md.header.bytes_per_sector
     virt = md.virtualization
@@ -476,7 +472,7 @@ def _key_fits_image(md: Metadata, result: UnlockResult, read: Callable[[int, int
 
 def _sector_size_from_backup(md: Metadata, result: UnlockResult,
                              read: Callable[[int, int], bytes], image_size: int) -> int | None:
-    from bdekit import ciphers
+    from bdekit.crypto import ciphers
 
     candidates = [(int(md.block_header.state_offset), "state offset"),
                   (image_size, "image size")]
@@ -778,7 +774,7 @@ def _open_image(path: str) -> Any:
     """``open_source``; when the very first sectors are unreadable (the container cannot be
     detected), the file is read as a raw image."""
     from bdekit.errors import ReadError
-    from bdekit.sources import RawSource, open_source
+    from bdekit.image.sources import RawSource, open_source
 
     try:
         return open_source(path)

@@ -1,0 +1,65 @@
+"""bek: split from bdekit.protectors (TODO docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bdekit.crypto import keys
+from bdekit.errors import (
+    FormatError,
+    UsageError,
+)
+from bdekit.format import structs
+from bdekit.format.constants import (
+    DatumType,
+)
+from bdekit.format.metadata import filetime_to_datetime, parse_datums, parse_struct
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BekFile:
+    guid: uuid.UUID
+    key: bytes = dataclasses.field(repr=False)
+    path: str
+    created: Any = None
+
+    @property
+    def key_id(self) -> str:
+        return keys.key_id(self.guid)
+
+
+def parse_bek(data: bytes, path: str = "<bek>") -> BekFile:
+    """Parse a startup key / recovery key file (.BEK)."""
+    if len(data) < 48 + 8:
+        raise FormatError(f"{len(data)} bytes is too short for a BEK file (dataset header + "
+                          "external key datum)", path=path, offset=0)
+    header = parse_struct(structs.DATASET_HEADER, data[:48], "BEK dataset header", 0, path)
+    if header.header_size != 48 or not 56 <= header.size <= len(data):
+        raise FormatError(f"not a BEK file: dataset size {header.size}, header size "
+                          f"{header.header_size} (expected 48)", path=path, offset=0)
+    datums = parse_datums(data[48:header.size], 48, path)
+    for datum in datums:
+        if datum.type == DatumType.EXTERNAL_KEY:
+            key_datum = datum.find(DatumType.KEY)
+            if key_datum is None or len(key_datum.body.key) != 32:
+                raise FormatError("BEK external key datum holds no 32-byte key", path=path,
+                                  offset=datum.offset)
+            return BekFile(datum.body.guid, bytes(key_datum.body.key), path,
+                           filetime_to_datetime(datum.body.modified_time))
+    raise FormatError("BEK file has no external key datum (type 9)", path=path, offset=48)
+
+
+def read_bek(path: str | os.PathLike[str]) -> BekFile:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read BEK file: {exc.strerror}", path=path) from None
+    return parse_bek(data, os.fspath(path))
+

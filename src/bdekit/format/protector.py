@@ -1,0 +1,102 @@
+"""protector: split from bdekit.protectors (TODO docstring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from typing import Any
+
+from bdekit.crypto import keys
+from bdekit.format.constants import (
+    DatumRole,
+    DatumType,
+    ProtectionType,
+    enum_label,
+)
+from bdekit.format.metadata import Datum, Metadata, filetime_to_datetime
+
+log = logging.getLogger(__name__)
+
+
+TPM_TYPES = {ProtectionType.TPM, ProtectionType.TPM_PIN, ProtectionType.TPM_STARTUP_KEY,
+             ProtectionType.TPM_PIN_STARTUP_KEY}
+
+
+@dataclasses.dataclass
+class Protector:
+    datum: Datum
+
+    @property
+    def guid(self) -> uuid.UUID:
+        return self.datum.body.guid  # type: ignore[no-any-return]
+
+    @property
+    def key_id(self) -> str:
+        return keys.key_id(self.guid)
+
+    @property
+    def protection(self) -> int:
+        return int(self.datum.body.protection)
+
+    @property
+    def type_name(self) -> str:
+        return enum_label(ProtectionType, self.protection)
+
+    @property
+    def modified(self) -> Any:
+        return filetime_to_datetime(self.datum.body.modified_time)
+
+    @property
+    def salt(self) -> bytes | None:
+        stretch = self.datum.find(DatumType.STRETCH_KEY)
+        return bytes(stretch.body.salt) if stretch is not None else None
+
+    @property
+    def label(self) -> str:
+        datum = self.datum.find(DatumType.UNICODE)
+        return datum.text if datum else ""
+
+    @property
+    def wrapped_vmks(self) -> list[Datum]:
+        """Direct AES-CCM children: the VMK wrapped under the protector key."""
+        return self.datum.find_all(DatumType.AES_CCM_ENCRYPTED_KEY)
+
+    @property
+    def bek_name(self) -> str | None:
+        if self.protection in (ProtectionType.STARTUP_KEY, ProtectionType.TPM_STARTUP_KEY,
+                               ProtectionType.TPM_PIN_STARTUP_KEY):
+            return "{" + str(self.guid).upper() + "}.BEK"
+        return None
+
+    @property
+    def thumbprint(self) -> str | None:
+        info = self.datum.find(DatumType.PUBLIC_KEY_INFO)
+        if info is None:
+            return None
+        from bdekit.unlock import certificates
+
+        return certificates.thumbprint_from_datum(info)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "guid": str(self.guid).upper(),
+            "key_id": self.key_id,
+            "type": self.type_name,
+            "protection": self.protection,
+            "modified": self.modified.isoformat() if self.modified else None,
+        }
+        if self.label:
+            out["label"] = self.label
+        if self.bek_name:
+            out["bek_file"] = self.bek_name
+        thumb = self.thumbprint
+        if thumb:
+            out["thumbprint"] = thumb
+        return out
+
+
+def protectors_of(metadata: Metadata) -> list[Protector]:
+    return [Protector(d) for d in metadata.find_all(DatumType.VOLUME_MASTER_KEY,
+                                                    DatumRole.VOLUME_MASTER_KEY)]
+
