@@ -8,9 +8,9 @@ inspection (metadata, protectors) before unlocking. Every deliberate error is a
 
 from __future__ import annotations
 
+from bdekit._version import __version__
 from bdekit.errors import BdeError
 from bdekit.volume.bde import BdeVolume, open_bde, open_volume
 from bdekit.volume.stream import DecryptedStream
 
-__all__ = ["BdeError", "BdeVolume", "DecryptedStream", "open_bde", "open_volume"]
-__version__ = "0.1.0"
+__all__ = ["BdeError", "BdeVolume", "DecryptedStream", "__version__", "open_bde", "open_volume"]

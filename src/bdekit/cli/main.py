@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from bdekit import __version__
+from bdekit._version import __version__
 from bdekit.cli.common import setup_logging
 from bdekit.errors import EXIT_OTHER, BdeError
 

@@ -40,7 +40,6 @@ import random
 import re
 import secrets
 import struct
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -49,6 +48,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from bdekit.errors import RecoveryPasswordFormatError, WrongKeyError
 from bdekit.format.constants import STRETCH_ROUNDS
+from bdekit.format.guid import key_id
 
 __all__ = [
     "BLOCK_COUNT",
@@ -335,11 +335,6 @@ def make_nonce(filetime: int, counter: int) -> bytes:
 # --------------------------------------------------------------------------------------------
 # Display helpers
 # --------------------------------------------------------------------------------------------
-
-def key_id(guid: uuid.UUID) -> str:
-    """The 8-character key ID helpdesks match recovery passwords on (e.g. ``'7EDA7D4A'``)."""
-    return str(guid)[:8].upper()
-
 
 def fvek_fingerprint(fvek: bytes) -> str:
     """A short, non-reversible fingerprint of a key for display: 16 hex digits of its SHA-256."""

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bdekit.crypto import keys
 from bdekit.errors import (
     FormatError,
     UsageError,
@@ -18,6 +17,7 @@ from bdekit.format import structs
 from bdekit.format.constants import (
     DatumType,
 )
+from bdekit.format.guid import key_id
 from bdekit.format.metadata import filetime_to_datetime, parse_datums, parse_struct
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ class BekFile:
 
     @property
     def key_id(self) -> str:
-        return keys.key_id(self.guid)
+        return key_id(self.guid)
 
 
 def parse_bek(data: bytes, path: str = "<bek>") -> BekFile:

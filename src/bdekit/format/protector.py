@@ -7,13 +7,14 @@ import logging
 import uuid
 from typing import Any
 
-from bdekit.crypto import keys
+from bdekit.format.certificate import thumbprint_from_datum
 from bdekit.format.constants import (
     DatumRole,
     DatumType,
     ProtectionType,
     enum_label,
 )
+from bdekit.format.guid import key_id
 from bdekit.format.metadata import Datum, Metadata, filetime_to_datetime
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ class Protector:
 
     @property
     def key_id(self) -> str:
-        return keys.key_id(self.guid)
+        return key_id(self.guid)
 
     @property
     def protection(self) -> int:
@@ -74,9 +75,7 @@ class Protector:
         info = self.datum.find(DatumType.PUBLIC_KEY_INFO)
         if info is None:
             return None
-        from bdekit.unlock import certificates
-
-        return certificates.thumbprint_from_datum(info)
+        return thumbprint_from_datum(info)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -175,7 +175,7 @@ def blocks_from_bad(size: int, bad: Sequence[tuple[int, int]]) -> list[Block]:
 def format_mapfile(size: int, bad: Sequence[tuple[int, int]], *, command: str = "",
                    started: dt.datetime | None = None) -> str:
     """A finished ddrescue mapfile over ``[0, size)`` with ``bad`` marked ``-``."""
-    from bdekit import __version__
+    from bdekit._version import __version__
 
     now = dt.datetime.now().astimezone()
     lines = [f"# Mapfile. Created by bdekit {__version__} (GNU ddrescue mapfile format)",

@@ -131,7 +131,7 @@ import numpy as np
 from construct import Container, ListContainer
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bdekit import __version__
+from bdekit._version import __version__
 from bdekit.crypto import ciphers, keys
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.format import structs

@@ -61,16 +61,15 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bdekit.crypto import keys
 from bdekit.errors import BdeError, FormatError, MissingKeyError, UsageError, WrongKeyError
+from bdekit.format.certificate import datum_payload, thumbprint_from_datum, try_der_certificate
 from bdekit.format.constants import DatumType, ProtectionType
-from bdekit.format.metadata import Datum, parse_datums
+from bdekit.format.metadata import parse_datums
 
 log = logging.getLogger(__name__)
 
 #: Key type of the VMK key datum inside AES-CCM datums (as Windows 10 writes it).
 VMK_KEY_TYPE = 0x2003
-THUMBPRINT_SIZE = 20
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
-_HEX40 = re.compile(r"[0-9A-Fa-f]{40}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,7 +177,7 @@ def load_certificate(path: str | os.PathLike[str], password: str | bytes | None 
             raise UsageError("no certificate in this PEM file (expected a CERTIFICATE block)",
                              path=spath)
     else:
-        cert = _try_der(data)  # a bare DER certificate (.cer), without key
+        cert = try_der_certificate(data)  # a bare DER certificate (.cer), without key
         if cert is None:
             for attempt in ([pw] if pw is not None else [None, b""]):
                 try:
@@ -209,11 +208,6 @@ def load_certificate(path: str | os.PathLike[str], password: str | bytes | None 
     return Certificate(cert, key, spath)
 
 
-def _try_der(data: bytes) -> x509.Certificate | None:
-    try:
-        return x509.load_der_x509_certificate(data)
-    except ValueError:
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -221,41 +215,10 @@ def _try_der(data: bytes) -> x509.Certificate | None:
 # --------------------------------------------------------------------------------------------
 
 
-def _raw_body(datum: Datum) -> bytes:
-    body = datum.body
-    if body is not None and "data" in body:
-        return bytes(body.data)
-    return bytes(datum.raw[8:])
 
 
-def _find_der_certificate(data: bytes) -> bytes | None:
-    """The first DER X.509 certificate found anywhere in ``data``."""
-    start = 0
-    while True:
-        i = data.find(b"\x30\x82", start)
-        if i < 0 or i + 4 > len(data):
-            return None
-        length = int.from_bytes(data[i + 2:i + 4], "big") + 4
-        if i + length <= len(data):
-            der = data[i:i + length]
-            if _try_der(der) is not None:
-                return der
-        start = i + 1
 
 
-def thumbprint_from_datum(datum: Datum) -> str | None:
-    """The certificate thumbprint a public key info datum (type 14) names, if it can be read."""
-    data = _raw_body(datum)
-    der = _find_der_certificate(data)
-    if der is not None:
-        return hashlib.sha1(der).hexdigest().upper()
-    if len(data) == THUMBPRINT_SIZE:
-        return data.hex().upper()
-    for text in (data.decode("utf-16-le", errors="ignore"), data.decode("latin-1")):
-        m = _HEX40.search(text)
-        if m:
-            return m.group(0).upper()
-    return None
 
 
 def protector_thumbprint(protector: Any) -> str | None:
@@ -334,7 +297,7 @@ def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes
                           offset=protector.datum.offset)
     key: rsa.RSAPrivateKey = cert.private_key
     size = (key.key_size + 7) // 8
-    body = _raw_body(asym)
+    body = datum_payload(asym)
     has_wrapped = bool(protector.wrapped_vmks)
     for window, ciphertext in _ciphertexts(body, size):
         for pad_name, make_padding in _PADDINGS:
