@@ -18,16 +18,24 @@ import pytest
 from construct import Container, ListContainer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from bdekit import synth
 from bdekit.crypto import keys
-from bdekit.errors import EXIT_KEY, EXIT_OK, MissingKeyError, WrongKeyError
+from bdekit.errors import (
+    EXIT_KEY,
+    EXIT_OK,
+    EXIT_UNSUPPORTED,
+    MissingKeyError,
+    UnsupportedCertificate,
+    UnsupportedError,
+    WrongKeyError,
+)
 from bdekit.format import structs
 from bdekit.format.constants import DatumRole, DatumType
-from bdekit.format.metadata import parse_datum
+from bdekit.format.metadata import MetadataCopy, parse_datum
 from bdekit.format.protector import Protector
 from bdekit.unlock import certificates
 from tests.conftest import run_cli as run
@@ -275,6 +283,11 @@ class FakeMetadata:
         raw = structs.DATUM.build(ccm(VMK, key_datum(FVEK, 0x8004),
                                       DatumRole.FULL_VOLUME_ENCRYPTION_KEY))
         self.fvek = parse_datum(raw, 0)
+        # one copy holding the FVEK datum: every copy's version is tried when unwrapping
+        self.best = MetadataCopy(index=1, offset=0, dataset_header=Container(),
+                                 datums=[self.fvek])
+        self.copies = [self.best]
+        self.vote_copy = None
 
     def find(self, type_: int, role: int | None = None) -> Any:
         return self.fvek if type_ == DatumType.AES_CCM_ENCRYPTED_KEY else None
@@ -360,3 +373,58 @@ def test_synth_create_certificate_option(dra, tmp_path: Path) -> None:  # type: 
     code, out, err = run("info", str(image), "--certificate", str(both), "--json")
     assert code == EXIT_OK, err
     assert json.loads(out)["unlocked"]["protector"] == entry["guid"]
+
+
+# --------------------------------------------------------------------------------------------
+# Certificates whose key is not RSA: unsupported (exit 5), never an internal error
+# --------------------------------------------------------------------------------------------
+
+def make_ec_cert(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def ec_dra() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    return make_ec_cert("EC card")
+
+
+def test_ec_certificate_is_unsupported_on_the_command_line(volume, ec_dra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    image, _manifest = volume
+    both = tmp_path / "ec.pem"
+    both.write_bytes(pem(ec_dra[1]) + key_pem(ec_dra[0]))  # type: ignore[arg-type]
+    code, _out, err = run("info", str(image), "--certificate", str(both))
+    assert code == EXIT_UNSUPPORTED, err
+    (line,) = [x for x in err.splitlines() if x.startswith("bdekit: error:")]
+    assert str(both) in line and "EC (secp256r1)" in line and "use RSA" in line
+    assert "Traceback" not in err
+
+
+def test_rsa_key_with_an_ec_certificate_is_unsupported(ec_dra, dra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cert_file = tmp_path / "ec.crt"
+    cert_file.write_bytes(pem(ec_dra[1]))
+    key_file = tmp_path / "rsa.key"
+    key_file.write_bytes(key_pem(dra[0]))
+    with pytest.raises(UnsupportedCertificate, match="certificate's key is EC") as info:
+        certificates.load_certificate(cert_file, key_path=key_file)
+    assert info.value.exit_code == EXIT_UNSUPPORTED
+    assert isinstance(info.value, UnsupportedError)
+    assert info.value.path == str(cert_file)
+
+
+def test_ec_certificate_without_key_cannot_open_a_protector(ec_dra, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    der = tmp_path / "ec.cer"
+    der.write_bytes(ec_dra[1].public_bytes(serialization.Encoding.DER))
+    loaded = certificates.load_certificate(der)  # a thumbprint to match: loads
+    assert loaded.thumbprint == thumb(ec_dra[1]) and loaded.private_key is None
+    prot = protector([raw(DatumType.PUBLIC_KEY_INFO, b"\x00" * 7),
+                      raw(DatumType.ASYMMETRIC_ENCRYPTED_KEY, bytes(256))])
+    with pytest.raises(UnsupportedCertificate, match="use RSA"):
+        certificates.unwrap_vmk(prot, loaded)

@@ -20,6 +20,7 @@ from bdekit.errors import (
     EXIT_KEY,
     EXIT_OK,
     EXIT_USAGE,
+    UsageError,
 )
 from tests.conftest import REAL_DIR, REAL_PASSWORD, REAL_RP, requires_real
 from tests.conftest import run_cli as run
@@ -135,6 +136,38 @@ def test_mistyped_recovery_password(real_image) -> None:  # type: ignore[no-unty
     assert code == EXIT_USAGE
     line = assert_one_line_error(err)
     assert "block 4 of 8, 422115, fails its check digit" in line
+
+
+def test_hint_follows_the_message_on_the_same_line(tmp_path: Path) -> None:
+    """A malformed recovery password: the error names the image and the block; the hint
+    (--fix-typos, keys check) follows in parentheses on the same line, exit 2."""
+    image = tmp_path / "rp.img"
+    rp = "111111-111111-111111-111111-111111-111111-111111-111111"
+    synth.build(image, size="2M", seed="hint", protectors=[synth.RecoveryPasswordSpec(rp)])
+    typo = rp.replace("111111", "111112", 1)  # 111112 is not divisible by 11
+    code, _out, err = run("info", str(image), "-rp", typo)
+    assert code == EXIT_USAGE
+    line = assert_one_line_error(err)
+    assert line.startswith(f"bdekit: error: {image}: ")
+    assert "block 1 of 8, 111112, fails its check digit" in line
+    assert line.endswith(" (--fix-typos tests its likely corrections; `bdekit keys check` "
+                         "explains each block)")
+
+
+def test_hint_is_printed_by_the_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any command's BdeError: message, then its hint; the hint is not part of the message."""
+    from bdekit.cli import keys as keys_cli
+
+    def failing(password: str) -> list[object]:
+        raise UsageError("bad thing", path="some.file", offset=16, hint="try this")
+
+    monkeypatch.setattr(keys_cli.keylib, "check_recovery_password", failing)
+    code, _out, err = run("keys", "check", "123")
+    assert code == EXIT_USAGE
+    assert assert_one_line_error(err) == (
+        "bdekit: error: some.file: at offset 16 (0x10): bad thing (try this)")
+    exc = UsageError("bad thing", hint="try this")
+    assert str(exc) == exc.one_line() == "bad thing"
 
 
 @requires_real

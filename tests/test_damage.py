@@ -12,7 +12,7 @@ from bdekit import synth
 from bdekit.cli.main import cli
 from bdekit.errors import FormatError, NotBitLockerError, UsageError
 from bdekit.escrow.secrets import Secrets
-from bdekit.format.metadata import read_metadata
+from bdekit.format.copies import read_metadata
 from bdekit.image import mapfile
 from bdekit.synth import damage
 from bdekit.volume.bde import open_bde, open_volume

@@ -10,25 +10,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bdekit.errors import EXIT_OK, EXIT_USAGE, ReadError
-from bdekit.image.ranges import UNREADABLE, Damage, merge_damage
+from bdekit.escrow.secrets import Secrets
+from bdekit.image.ranges import UNREADABLE
 from bdekit.image.salvage import SalvageSource
 from bdekit.image.sources import ImageSource
+from bdekit.pipeline.decrypt import Pace, decrypt_to
+from bdekit.pipeline.journal import Journal
+from bdekit.volume.bde import BdeVolume, open_bde
+from tests.paced_cli import spawn
 from tests.test_repair_support import MiB, Synth, run_cli, synth_image
 
 
 @pytest.fixture(scope="session")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Synth:
     return synth_image(tmp_path_factory, "big", size="96M", method="aes-xts-128")
-
-
-def _spawn(args: list[str], **env: str) -> subprocess.Popen[bytes]:
-    full = dict(os.environ, BDEKIT_AUDIT_LOG=os.devnull, **env)
-    return subprocess.Popen([sys.executable, "-m", "bdekit.cli.main", *args], env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,8 +39,8 @@ def _spawn(args: list[str], **env: str) -> subprocess.Popen[bytes]:
 def test_sigint_leaves_no_partial_file(big: Synth, tmp_path: Path) -> None:
     out = tmp_path / "out.img"
     partial = Path(str(out) + ".bdekit-partial")
-    proc = _spawn(["decrypt", str(big.image), str(out), "--vmk", big.vmk, "--chunk-size",
-                   str(MiB), "--threads", "2"], BDEKIT_CHUNK_DELAY="0.03")
+    proc = spawn(["decrypt", str(big.image), str(out), "--vmk", big.vmk, "--chunk-size",
+                  str(MiB), "--threads", "2"], chunk_delay=0.03)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (partial.exists()
                                                and partial.stat().st_size > 4 * MiB):
@@ -56,13 +56,16 @@ def test_sigint_leaves_no_partial_file(big: Synth, tmp_path: Path) -> None:
 def test_sigterm_leaves_no_partial_file(big: Synth, tmp_path: Path) -> None:
     out = tmp_path / "out.img"
     partial = Path(str(out) + ".bdekit-partial")
-    proc = _spawn(["decrypt", str(big.image), str(out), "--vmk", big.vmk, "--chunk-size",
-                   str(MiB)], BDEKIT_CHUNK_DELAY="0.03")
+    proc = spawn(["decrypt", str(big.image), str(out), "--vmk", big.vmk, "--chunk-size",
+                  str(MiB)], chunk_delay=0.03)
+    deadline = time.monotonic() + 30
     while not partial.exists():
-        assert proc.poll() is None
+        assert proc.poll() is None, "finished before it could be terminated"
+        assert time.monotonic() < deadline, "the partial output never appeared"
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    _o, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
     assert not out.exists() and not partial.exists()
 
 
@@ -210,8 +213,51 @@ def test_salvage_known_bad_ranges_are_not_read() -> None:
     assert src.outside == [(4096, 104, "not rescued")]
 
 
-def test_merge_damage() -> None:
-    items = [Damage(0, 512, "a"), Damage(512, 512, "a"), Damage(2048, 512, "b"),
-             Damage(2048, 1024, "b"), Damage(4096, 512, "a"), Damage(4352, 512, "b")]
-    assert merge_damage(items) == [Damage(0, 1024, "a"), Damage(2048, 1024, "b"),
-                                   Damage(4096, 512, "a"), Damage(4608, 256, "b")]
+# --------------------------------------------------------------------------------------------
+# pace (a parameter of the loop, not an environment variable)
+# --------------------------------------------------------------------------------------------
+
+
+class _CountingJournal(Journal):
+    def __init__(self, path: str) -> None:
+        super().__init__(path, {"job": "test"})
+        self.saves = 0
+
+    def save(self, **kwargs: Any) -> None:
+        self.saves += 1
+        super().save(**kwargs)
+
+
+def _unlocked(s: Synth) -> BdeVolume:
+    volume = open_bde(str(s.image))
+    volume.unlock(Secrets(vmk=bytes.fromhex(s.vmk)))
+    return volume
+
+
+@pytest.mark.parametrize(("interval", "at_least", "at_most"), [(0.0, 34, 34), (3600.0, 2, 2)])
+def test_pace_journal_interval(xts: Synth, tmp_path: Path, interval: float, at_least: int,
+                               at_most: int) -> None:
+    """Interval 0: a checkpoint after each of the 32 chunks, plus the first and the final
+    save; an hour: only those two."""
+    volume = _unlocked(xts)
+    assert volume.volume_size == 32 * MiB
+    out = tmp_path / "out.img"
+    journal = _CountingJournal(str(out) + ".bdekit-journal")
+    try:
+        decrypt_to(volume, str(out), chunk_size=MiB, threads=2, journal=journal,
+                   pace=Pace(journal_interval=interval))
+    finally:
+        volume.source.close()
+    assert at_least <= journal.saves <= at_most
+    assert out.read_bytes() == xts.reference.read_bytes()
+
+
+def test_pace_chunk_delay(xts: Synth, tmp_path: Path) -> None:
+    volume = _unlocked(xts)
+    started = time.monotonic()
+    try:
+        decrypt_to(volume, str(tmp_path / "out.img"), chunk_size=8 * MiB, threads=1,
+                   pace=Pace(chunk_delay=0.1))
+    finally:
+        volume.source.close()
+    assert time.monotonic() - started >= 4 * 0.1  # four 8 MiB chunks, one worker

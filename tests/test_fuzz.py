@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from bdekit.errors import BdeError
 from bdekit.escrow.secrets import Secrets
 from bdekit.format.bek import parse_bek
-from bdekit.format.metadata import parse_datums, parse_volume_header, read_metadata
+from bdekit.format.copies import read_metadata
+from bdekit.format.metadata import parse_datums, parse_volume_header
 from bdekit.volume.bde import BdeVolume
 from tests.conftest import REAL_PASSWORD, BytesSource, have_real
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,29 @@ def test_damaged_package_is_still_read(two: Synth, kpg: Path, tmp_path: Path) ->
                             "-f")
     assert code == EXIT_OK, err
     check_repaired(out, two.reference, [])
+
+
+def _our_header(dataset: bytes, *, flags: int = 0, block_header: bytes = bytes(64)) -> bytes:
+    """A bdekit package header (layout in the keypackage module docstring) with both CRC32s
+    right, built here independently of the writer."""
+    head = bytearray(HEADER_SIZE)
+    head[0:8] = MAGIC
+    struct.pack_into("<HHI", head, 8, 1, HEADER_SIZE, HEADER_SIZE + len(dataset))
+    struct.pack_into("<II", head, 32, flags, 512)
+    head[72:136] = block_header
+    struct.pack_into("<I", head, 152, zlib.crc32(dataset))
+    struct.pack_into("<I", head, 156, zlib.crc32(bytes(head[:156])))
+    return bytes(head) + dataset
+
+
+def test_package_whose_checksums_hold_but_parts_do_not_parse() -> None:
+    """CRC32s right, but a 20-byte dataset (shorter than its 48-byte header), or a block
+    header flagged present that is not one: a FormatError naming the file, not a traceback."""
+    for data in (_our_header(b"\x01" * 20),
+                 _our_header(bytes(48), flags=1, block_header=b"\xff" * 64)):
+        with pytest.raises(FormatError) as err:
+            parse_key_package(data, "crafted.kpg")
+        assert err.value.path == "crafted.kpg"
 
 
 def test_not_a_package(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ from bdekit.image.mapfile import (
     Block,
     blocks_from_bad,
     format_mapfile,
-    merge_ranges,
     parse_mapfile,
     read_mapfile,
     write_mapfile,
@@ -85,4 +84,23 @@ def test_blocks_edge_cases() -> None:
     assert blocks_from_bad(100, []) == [Block(0, 100, "+")]
     assert blocks_from_bad(100, [(0, 100)]) == [Block(0, 100, "-")]
     assert blocks_from_bad(100, [(90, 50)]) == [Block(0, 90, "+"), Block(90, 10, "-")]
-    assert merge_ranges([(5, 5), (0, 5), (20, 0), (12, 3)]) == [(0, 10), (12, 3)]
+
+
+def test_write_mapfile_non_ascii_command(tmp_path: Path) -> None:
+    """A path outside ASCII in the command line must not lose the job's mapfile."""
+    path = tmp_path / "out.map"
+    write_mapfile(path, 4096, [(512, 512)], command="bdekit repair café.img out.img")
+    text = path.read_text(encoding="ascii")
+    assert "caf\\xe9.img" in text
+    assert [(b.pos, b.size, b.status) for b in read_mapfile(path).blocks] == [
+        (0, 512, "+"), (512, 512, "-"), (1024, 3072, "+")]
+
+
+def test_undated_mapfile_is_reproducible() -> None:
+    """``dated=False`` (the mapfiles ``synth damage`` writes): same arguments, same bytes."""
+    first = format_mapfile(8192, [(4096, 512)], creator="test", dated=False, current_pos=4096)
+    assert first == format_mapfile(8192, [(4096, 512)], creator="test", dated=False,
+                                   current_pos=4096)
+    assert "Current time" not in first and "# Mapfile. Created by test " in first
+    mf = parse_mapfile(first)
+    assert mf.current_pos == 4096 and mf.unrescued() == [(4096, 512, "-")]

@@ -12,8 +12,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bdekit.format.eow import EowLayout
 from bdekit.volume.bde import open_bde
-from bdekit.volume.planner import Run, RunKind, SegmentMap, merge_runs
+from bdekit.volume.planner import (
+    Run,
+    RunKind,
+    SegmentMap,
+    VolumeLayout,
+    bitmap_runs,
+    build_map,
+    chunk_encrypted,
+    eow_plain_ranges,
+    merge_runs,
+    relocated_runs,
+    reserved_regions,
+)
 from tests.conftest import real_kwargs, requires_real
 
 KINDS = [RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.ZERO, RunKind.MISSING]
@@ -147,24 +160,35 @@ def test_stream_is_safe_from_several_threads() -> None:
 
 def test_boot_sector_sizes() -> None:
     """Volume size from NTFS (total + 1 backup sector), FAT32 and exFAT boot sectors."""
-    from bdekit.format.bootsector import boot_sector_size
+    from bdekit.format.bootsector import parse_boot_sector
+
+    def boot_sector_size(sector: bytes) -> int | None:
+        info = parse_boot_sector(sector)
+        return info.volume_size if info is not None else None
 
     ntfs = bytearray(512)
     ntfs[3:11] = b"NTFS    "
     ntfs[11:13] = (512).to_bytes(2, "little")
+    ntfs[13] = 8  # sectors per cluster
     ntfs[0x28:0x30] = (2047).to_bytes(8, "little")
+    ntfs[0x30:0x38] = (4).to_bytes(8, "little")  # $MFT cluster
     ntfs[510:512] = b"\x55\xaa"
     assert boot_sector_size(bytes(ntfs)) == 2048 * 512
     fat = bytearray(512)
     fat[3:11] = b"MSDOS5.0"
     fat[11:13] = (4096).to_bytes(2, "little")
+    fat[13] = 1  # sectors per cluster
+    fat[14:16] = (32).to_bytes(2, "little")  # reserved sectors
+    fat[16] = 2  # FATs
+    fat[21] = 0xF8  # media descriptor: fixed disk
     fat[32:36] = (1000).to_bytes(4, "little")
     fat[510:512] = b"\x55\xaa"
     assert boot_sector_size(bytes(fat)) == 1000 * 4096
     exfat = bytearray(512)
     exfat[3:11] = b"EXFAT   "
     exfat[72:80] = (65536).to_bytes(8, "little")
-    exfat[108] = 9
+    exfat[108] = 9  # bytes per sector: 2**9
+    exfat[110] = 1  # number of FATs
     exfat[510:512] = b"\x55\xaa"
     assert boot_sector_size(bytes(exfat)) == 65536 * 512
     assert boot_sector_size(bytes(512)) is None
@@ -190,3 +214,168 @@ def test_many_eow_runs() -> None:
     assert len(smap) == size // chunk
     runs = list(smap.runs(3 * chunk - 10, 20))
     assert [(r.kind, r.length) for r in runs] == [(RunKind.PLAIN, 10), (RunKind.ENCRYPTED, 10)]
+
+
+# --------------------------------------------------------------------------------------------
+# The plan as pure functions (VolumeLayout -> SegmentMap), against a byte model
+# --------------------------------------------------------------------------------------------
+
+SS = 512
+
+
+def _layout(**kw: object) -> VolumeLayout:
+    base: dict[str, object] = {"volume_size": 64 * SS, "image_size": 64 * SS, "sector_size": SS,
+                               "version": 2, "encrypted": True, "state_offset": 0,
+                               "reserved": [], "relocated": None, "eow": None}
+    base.update(kw)
+    return VolumeLayout(**base)  # type: ignore[arg-type]
+
+
+def _plan(layout: VolumeLayout) -> list[tuple[RunKind, int, int, int, bool]]:
+    smap = build_map(layout)
+    return [(r.kind, r.offset, r.length, r.source, r.encrypted)
+            for r in merge_runs(smap.runs(0, layout.volume_size))]
+
+
+def test_plan_of_a_truncated_win7_volume() -> None:
+    """Relocated sectors first, a metadata copy and the relocated block as zeros, the
+    tail beyond the image missing (expected runs written out by hand)."""
+    K = 1024
+    layout = _layout(volume_size=1024 * K, image_size=768 * K,
+                     reserved=[(64 * K, 64 * K), (200 * K, 8 * K)], relocated=(200 * K, 8 * K))
+    assert _plan(layout) == [
+        (RunKind.RELOCATED, 0, 8 * K, 200 * K, True),
+        (RunKind.ENCRYPTED, 8 * K, 56 * K, 8 * K, True),
+        (RunKind.ZERO, 64 * K, 64 * K, 64 * K, False),
+        (RunKind.ENCRYPTED, 128 * K, 72 * K, 128 * K, True),
+        (RunKind.ZERO, 200 * K, 8 * K, 200 * K, False),
+        (RunKind.ENCRYPTED, 208 * K, 560 * K, 208 * K, True),
+        (RunKind.MISSING, 768 * K, 256 * K, 768 * K, False),
+    ]
+
+
+def test_plan_of_a_partly_encrypted_vista_volume() -> None:
+    """Vista: the header sector, 8 KiB plain, encrypted below the state offset, plain above."""
+    layout = _layout(version=1, volume_size=128 * SS, image_size=128 * SS, state_offset=100 * SS,
+                     reserved=[(40 * SS, 32 * SS)])
+    assert _plan(layout) == [
+        (RunKind.VISTA_HEADER, 0, SS, 0, False),
+        (RunKind.PLAIN, SS, 15 * SS, SS, False),
+        (RunKind.ENCRYPTED, 16 * SS, 24 * SS, 16 * SS, True),
+        (RunKind.ZERO, 40 * SS, 32 * SS, 40 * SS, False),
+        (RunKind.ENCRYPTED, 72 * SS, 28 * SS, 72 * SS, True),
+        (RunKind.PLAIN, 100 * SS, 28 * SS, 100 * SS, False),
+    ]
+
+
+def test_plan_of_a_decrypted_volume_is_plain() -> None:
+    layout = _layout(encrypted=False, relocated=(32 * SS, 2 * SS), state_offset=10 * SS)
+    assert _plan(layout) == [(RunKind.RELOCATED, 0, 2 * SS, 32 * SS, False),
+                             (RunKind.PLAIN, 2 * SS, 62 * SS, 2 * SS, False)]
+
+
+def test_eow_helpers() -> None:
+    """Bits LSB first, set = encrypted; bytes past the bits are not encrypted, bytes outside
+    every region are."""
+    eow = EowLayout(chunk_size=2 * SS, regions=[(8 * SS, 20 * SS, bytes([0b0000_0110]), 5)],
+                    reserved=[])
+    assert list(bitmap_runs(bytes([0b0000_0110]), 5, 1)) == [(0, 1, False), (1, 3, True),
+                                                             (3, 5, False)]
+    assert eow_plain_ranges(eow) == [(8 * SS, 10 * SS), (14 * SS, 18 * SS)]
+    assert [chunk_encrypted(eow, o * SS) for o in (0, 9, 10, 13, 14, 18, 27, 28)] == [
+        True, False, True, True, False, False, False, True]
+    assert chunk_encrypted(None, 0)
+    assert relocated_runs(eow, 9 * SS, 4 * SS, True) == [(9 * SS, 10 * SS, False),
+                                                         (10 * SS, 13 * SS, True)]
+    assert relocated_runs(eow, 2 * SS, 4 * SS, True) == [(2 * SS, 6 * SS, True)]
+    assert relocated_runs(eow, 9 * SS, 4 * SS, False) == [(9 * SS, 13 * SS, False)]
+
+
+def _model(layout: VolumeLayout) -> list[tuple[RunKind, int, bool]]:
+    """(kind, source, encrypted) of every sector, by the rules of the format notes."""
+    eow = layout.eow
+
+    def state(q: int) -> bool:
+        if not layout.encrypted:
+            return False
+        if eow is not None:
+            off, size, bitmap, bits = eow.regions[0]
+            if off <= q < off + size:
+                chunk = (q - off) // eow.chunk_size
+                return not (chunk < bits and not bitmap[chunk // 8] >> (chunk % 8) & 1)
+            return True
+        return not (layout.state_offset and q >= layout.state_offset)
+
+    out = []
+    for p in range(0, layout.volume_size, SS):
+        kind, src, enc = (RunKind.ENCRYPTED if state(p) else RunKind.PLAIN), p, state(p)
+        if any(a <= p < a + n for a, n in layout.reserved):
+            kind, enc = RunKind.ZERO, False
+        if layout.version == 1 and p < 0x2000:
+            kind, enc = (RunKind.VISTA_HEADER if p < SS else RunKind.PLAIN), False
+        elif layout.relocated is not None and p < layout.relocated[1]:
+            # the relocated sectors are encrypted like the volume (the state offset does not
+            # apply to them), unless a used-space-only bitmap covers where they lie
+            q = p + layout.relocated[0]
+            covered, q_enc = True, layout.encrypted
+            if layout.encrypted and eow is not None:
+                off, size, _bitmap, bits = eow.regions[0]
+                if off <= layout.relocated[0] < off + size:
+                    covered = q < off + size and (q - off) // eow.chunk_size < bits
+                    q_enc = state(q)
+            if covered:
+                kind, src, enc = RunKind.RELOCATED, q, q_enc
+        if kind != RunKind.ZERO and src >= layout.image_size:
+            kind, src, enc = RunKind.MISSING, p, False
+        out.append((kind, src, enc))
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(version=st.sampled_from([1, 2]), encrypted=st.booleans(),
+       sizes=st.tuples(st.integers(16, 64), st.integers(1, 64)),
+       state=st.integers(0, 70), reserved=st.lists(st.tuples(st.integers(0, 64),
+                                                             st.integers(1, 12)), max_size=3),
+       relocated=st.one_of(st.none(), st.tuples(st.integers(0, 60), st.integers(1, 8))),
+       eow=st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(1, 40),
+                                          st.integers(0, 0xFFFF), st.integers(0, 16))))
+def test_build_map_matches_model(version: int, encrypted: bool, sizes: tuple[int, int],
+                                 state: int, reserved: list[tuple[int, int]],
+                                 relocated: tuple[int, int] | None,
+                                 eow: tuple[int, int, int, int] | None) -> None:
+    """Every sector of a random layout (sizes in sectors, chunks of 2 sectors) gets the kind,
+    source and encryption state the rules say."""
+    volume, image = sizes[0] * SS, sizes[1] * SS
+    eow_layout = None
+    if eow is not None:
+        off, size, bitmap, bits = eow
+        eow_layout = EowLayout(chunk_size=2 * SS, regions=[(off * SS, size * SS,
+                                                            bitmap.to_bytes(2, "little"), bits)],
+                               reserved=[])
+    layout = _layout(volume_size=volume, image_size=image, version=version,
+                     encrypted=encrypted, state_offset=state * SS,
+                     reserved=[(a * SS, n * SS) for a, n in reserved],
+                     relocated=(None if relocated is None or version == 1
+                                else (relocated[0] * SS, relocated[1] * SS)),
+                     eow=eow_layout)
+    got: list[tuple[RunKind, int, bool]] = []
+    for run in build_map(layout).runs(0, volume):
+        assert run.offset % SS == 0 and run.length % SS == 0
+        got += [(run.kind, run.source + i, run.encrypted) for i in range(0, run.length, SS)]
+    assert got == _model(layout)
+
+
+def test_reserved_regions_of_a_fixture() -> None:
+    """The zero regions are the three metadata copies (64 KiB each, offsets from the GUID
+    record of the volume header) and the relocated sectors (from the block header)."""
+    from tests.conftest import FIXTURES
+
+    path = FIXTURES / "xts128-rp.img"
+    raw = path.read_bytes()
+    offsets = struct.unpack_from("<3Q", raw, 160 + 16)
+    nsec = struct.unpack_from("<I", raw, offsets[0] + 28)[0]
+    virt_offset = struct.unpack_from("<Q", raw, offsets[0] + 56)[0]
+    volume = open_bde(path)
+    expected = sorted([(o, 65536) for o in offsets] + [(virt_offset, nsec * 512)])
+    assert reserved_regions(volume.metadata, None) == expected
+    assert volume.reserved_regions() == expected

@@ -16,7 +16,8 @@ import pytest
 
 from bdekit.errors import EXIT_FORMAT, EXIT_KEY, EXIT_OK, EXIT_PARTIAL
 from bdekit.image.ranges import MISSING
-from bdekit.recovery.repair import LOST_BOOT_CODE, LOST_BOOT_SECTOR, command_line
+from bdekit.recovery.layout import LOST_BOOT_CODE, LOST_BOOT_SECTOR
+from bdekit.recovery.repair import command_line
 from tests.conftest import REAL_RP, reference_digests, requires_real, window_digests
 from tests.test_repair_support import (
     MiB,

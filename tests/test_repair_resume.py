@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from bdekit.errors import EXIT_PARTIAL, EXIT_USAGE
+from tests.paced_cli import spawn
 from tests.test_repair_support import (
     MiB,
     Synth,
@@ -67,10 +67,9 @@ def uninterrupted(big: Synth, damaged: tuple[Path, Path],
     return out, json.loads(Path(str(out) + ".json").read_text())
 
 
-def _spawn(args: list[str], env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, BDEKIT_AUDIT_LOG=os.devnull, **env_extra)
-    return subprocess.Popen([sys.executable, "-m", "bdekit.cli.main", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _spawn_slow(args: list[str]) -> subprocess.Popen[bytes]:
+    """The CLI in a child process, slowed down (a pause per chunk, frequent journal saves)."""
+    return spawn(args, chunk_delay=0.03, journal_interval=0.02)
 
 
 def _wait_progress(journal: Path, proc: subprocess.Popen[bytes], at_least: int) -> int:
@@ -89,9 +88,6 @@ def _wait_progress(journal: Path, proc: subprocess.Popen[bytes], at_least: int) 
     raise AssertionError("no progress")
 
 
-SLOW = {"BDEKIT_CHUNK_DELAY": "0.03", "BDEKIT_JOURNAL_INTERVAL": "0.02"}
-
-
 def test_kill9_then_resume_identical(big: Synth, damaged: tuple[Path, Path],
                                      uninterrupted: tuple[Path, dict],  # type: ignore[type-arg]
                                      tmp_path: Path) -> None:
@@ -105,7 +101,7 @@ def test_kill9_then_resume_identical(big: Synth, damaged: tuple[Path, Path],
     # is written), resumed each time
     for at_least in (1 * MiB, 30 * MiB, 60 * MiB):
         extra = ("--resume",) if seen else ()
-        proc = _spawn(_args(img, out, big, mapfile, *extra), SLOW)
+        proc = _spawn_slow(_args(img, out, big, mapfile, *extra))
         seen.append(_wait_progress(journal, proc, at_least))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -129,7 +125,7 @@ def test_sigint_keeps_journal_then_resume(big: Synth, damaged: tuple[Path, Path]
     ref_out, _ref = uninterrupted
     out = tmp_path / "out.img"
     journal = Path(str(out) + ".bdekit-journal")
-    proc = _spawn(_args(img, out, big, mapfile), SLOW)
+    proc = _spawn_slow(_args(img, out, big, mapfile))
     _wait_progress(journal, proc, 10 * MiB)
     proc.send_signal(signal.SIGINT)
     _o, err = proc.communicate(timeout=60)
@@ -145,7 +141,7 @@ def test_resume_refuses_another_job(big: Synth, damaged: tuple[Path, Path],
     img, mapfile = damaged
     out = tmp_path / "out.img"
     journal = Path(str(out) + ".bdekit-journal")
-    proc = _spawn(_args(img, out, big, mapfile), SLOW)
+    proc = _spawn_slow(_args(img, out, big, mapfile))
     _wait_progress(journal, proc, 2 * MiB)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -172,7 +168,7 @@ def test_resume_after_finish_is_a_no_op(big: Synth, damaged: tuple[Path, Path],
              "damage": [[d["offset"], d["length"], d["reason"]] for d in ref_rep["damaged"]]}
     Path(str(out) + ".map").unlink()
     # the parameters are those of the run: take them from a fresh journal of an interrupted run
-    proc = _spawn(_args(img, tmp_path / "other.img", big, mapfile), SLOW)
+    proc = _spawn_slow(_args(img, tmp_path / "other.img", big, mapfile))
     other_journal = tmp_path / "other.img.bdekit-journal"
     _wait_progress(other_journal, proc, 1)
     proc.send_signal(signal.SIGKILL)

@@ -6,12 +6,14 @@ import struct
 import uuid
 
 import pytest
-from construct import Container, ListContainer
+from construct import ConstructError, Container, ListContainer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bdekit.errors import FormatError
 from bdekit.format import structs
 from bdekit.format.constants import BITLOCKER_GUID, DatumType
+from bdekit.format.metadata import parse_datum, read_metadata_copy
 from tests.conftest import requires_real
 
 guids = st.builds(uuid.UUID, bytes=st.binary(min_size=16, max_size=16))
@@ -167,8 +169,42 @@ def test_eow_round_trip() -> None:
 def test_bad_datum_size_is_rejected() -> None:
     good = structs.DATUM.build(key_datum(b"k" * 32))
     bad = b"\x04\x00" + good[2:]
-    with pytest.raises(Exception):  # noqa: B017 - construct's own error, translated upstream
+    with pytest.raises(ConstructError):
         structs.DATUM.parse(bad)
+
+
+def _datum(size: int, role: int, dtype: int, body: bytes) -> bytes:
+    """A datum written by hand: size, role, type, version (u16 each), then the body."""
+    return struct.pack("<HHHH", size, role, dtype, 1) + body
+
+
+def test_nested_datum_error_names_the_inner_offset() -> None:
+    """A VMK datum whose stretch key holds a key datum too short for its key flags: the error
+    names the key datum's offset (36 bytes into the VMK, 28 into the stretch key)."""
+    bad_key = _datum(10, 0, DatumType.KEY, b"\x01\x00")  # key type, no key flags
+    stretch = _datum(8 + 20 + len(bad_key), 0, DatumType.STRETCH_KEY,
+                     b"\x00" * 4 + b"s" * 16 + bad_key)
+    vmk = _datum(8 + 28 + len(stretch), 2, DatumType.VOLUME_MASTER_KEY,
+                 b"g" * 16 + b"\x00" * 8 + struct.pack("<HH", 0, 0x2000) + stretch)
+    with pytest.raises(FormatError) as info:
+        parse_datum(vmk, 1000, "img")
+    assert info.value.offset == 1000 + 36 + 28
+    assert "nested in the datum at offset 1000" in info.value.message
+
+
+def test_damaged_copy_status_keeps_the_datum_offset() -> None:
+    """A metadata copy whose nested datum has a broken size field is unusable, and its status
+    says where the broken datum lies."""
+    from tests.conftest import FIXTURES
+
+    image = bytearray((FIXTURES / "xts128-rp.img").read_bytes())
+    first = struct.unpack_from("<Q", image, 160 + 16)[0]
+    intact = read_metadata_copy(lambda o, n: bytes(image[o:o + n]), first, 1)
+    nested = next(d for top in intact.datums for d in top.walk() if d is not top)
+    struct.pack_into("<H", image, nested.offset, 4)  # size 4: less than a datum header
+    copy = read_metadata_copy(lambda o, n: bytes(image[o:o + n]), first, 1)
+    assert not copy.usable
+    assert f"at offset {nested.offset}" in copy.status
 
 
 @requires_real

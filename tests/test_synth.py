@@ -5,6 +5,7 @@ BEK file); same seed, same bytes."""
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import os
@@ -19,6 +20,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from construct import Container
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from bdekit import synth
 from bdekit.cli.main import cli
@@ -28,7 +33,8 @@ from bdekit.escrow.secrets import Secrets
 from bdekit.format import structs
 from bdekit.format.bek import read_bek
 from bdekit.format.constants import METHOD_LABELS, DatumType, EncryptionMethod
-from bdekit.format.metadata import read_metadata
+from bdekit.format.copies import read_metadata
+from bdekit.unlock import certificates
 from bdekit.volume.bde import open_bde, open_volume
 from tests.conftest import REAL_DIR, REAL_IMAGES, real_kwargs, requires_real
 
@@ -611,16 +617,17 @@ def test_protector_writer_reproduces_windows_datums(real_image, name: str, kind:
     salt = result.protector.salt
     prot: Any
     if kind == "password":
-        prot = synth.builder._PasswordProtector(body.guid, kwargs["password"], salt)
+        prot = synth.protectors._PasswordProtector(body.guid, kwargs["password"], salt)
     elif kind == "recovery-password":
         text = kwargs["recovery_password"]
-        prot = synth.builder._RecoveryPasswordProtector(body.guid, text,
-                                                keys.parse_recovery_password(text), salt)
+        prot = synth.protectors._RecoveryPasswordProtector(
+            body.guid, text, keys.parse_recovery_password(text), salt)
     elif kind == "startup-key":
         assert bek is not None
-        prot = synth.builder._StartupKeyProtector(body.guid, bek.key, Path("."))
+        prot = synth.protectors._StartupKeyProtector(body.guid, bek.key, Path("."))
     else:
-        prot = synth.builder._ClearKeyProtector(body.guid, bytes(real.find(DatumType.KEY).body.key))
+        prot = synth.protectors._ClearKeyProtector(body.guid,
+                                                   bytes(real.find(DatumType.KEY).body.key))
     assert structs.DATUM.build(prot.build_datum(vmk, nonces)) == real.raw
     if kind == "startup-key":
         assert prot.bek() == (REAL_DIR / "startup_key.bek").read_bytes()
@@ -648,31 +655,18 @@ def test_volume_header_matches_windows_bpb(real_image) -> None:  # type: ignore[
     assert ours[:0x5A] == raw[:0x5A]
     assert ours[160:216] == raw[160:216]
     assert ours[510:] == raw[510:]
-    assert os.fspath(REAL_DIR)  # the folder the images came from
 
 
 def test_extension_point_certificate_protector(tmp_path: Path) -> None:
     """Any object with guid / protection / build_datum / manifest plugs in (certificates.py)."""
-    from bdekit.unlock import certificates
-    spec_cls = getattr(certificates, "CertificateSpec", None)
-    if spec_cls is None:
-        pytest.skip("bdekit.certificates has no CertificateSpec")
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bdekit synth DRA")])
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256()))
-    spec = spec_cls(cert)
-    prepared = spec.prepare(synth.SeededRandom(0, "protector:0")) if hasattr(spec, "prepare") \
-        else spec
+    spec = certificates.CertificateSpec(cert)
+    prepared = spec.prepare(synth.SeededRandom(0, "protector:0"))
     assert isinstance(prepared, synth.SynthProtector)
     image = tmp_path / "cert.img"
     manifest = synth.build(image, size="1M", protectors=[spec])

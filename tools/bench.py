@@ -245,6 +245,56 @@ def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
     return max(before, after) / 1024, elapsed
 
 
+def bench_batch(work: Path, out_dir: str | None, jobs: int, size: int,
+                seed: int) -> dict[str, float]:
+    """Jobs per hour of ``bdekit batch`` on the local pool with 1, 2 and N (= CPUs) workers.
+
+    ``jobs`` synthetic AES-XTS-128 volumes of ``size`` bytes (seeds ``seed``, ``seed + 1``...),
+    each with a recovery password found through an escrow CSV, so every job pays what a real
+    fleet job pays: key matching, one key stretch, the streamed decrypt and its SHA-256.
+    The whole command is timed (Python and worker start-up included); outputs go to
+    ``out_dir`` and are removed after each run."""
+    evidence = work / f"batch-{jobs}x{size // MiB}M"
+    evidence.mkdir(parents=True, exist_ok=True)
+    rows = ["Device Name,Recovery Key ID,Recovery Key"]
+    for n in range(jobs):
+        image = evidence / f"vol{n:03d}.img"
+        manifest_path = work / f"{evidence.name}-vol{n:03d}.manifest.json"
+        if not image.exists() or not manifest_path.exists():
+            proc = subprocess.run([sys.executable, "-m", "bdekit.cli.main", "synth", "create",
+                                   str(image), "--size", str(size), "--seed", str(seed + n),
+                                   "--recovery-password", "auto", "--manifest",
+                                   str(manifest_path), "--force"], capture_output=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"synth create failed: {proc.stderr.decode(errors='replace')}")
+        manifest = json.loads(manifest_path.read_text())
+        rp = recovery_password(manifest)
+        guid = next(p["guid"] for p in manifest["protectors"]
+                    if p["type"] == "recovery-password")
+        rows.append(f"pc{n},{guid},{rp}")
+    escrow = work / f"batch-{jobs}x{size // MiB}M-escrow.csv"
+    escrow.write_text("\n".join(rows) + "\n")
+    for n in range(jobs):
+        warm(evidence / f"vol{n:03d}.img")
+    results: dict[str, float] = {}
+    for workers in sorted({1, 2, os.cpu_count() or 1}):
+        out = Path(tempfile.mkdtemp(prefix="bdekit-bench-batch-", dir=out_dir or work))
+        cmd = [sys.executable, "-m", "bdekit.cli.main", "-q", "batch", str(evidence), "-o",
+               str(out / "o"), "--keyring", str(escrow), "--workers", str(workers)]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        elapsed, proc = timed(cmd)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        shutil.rmtree(out, ignore_errors=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"bdekit batch failed: {proc.stderr.decode(errors='replace')}")
+        results[f"{workers} worker(s)"] = jobs / elapsed * 3600
+        print(f"  {workers} worker(s): {jobs} jobs in {elapsed:.1f} s = "
+              f"{jobs / elapsed * 3600:.0f} jobs/hour ({jobs * size / elapsed / 1e6:.0f} MB/s; "
+              f"{cpu / jobs:.2f} CPU s per job)")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1G")
@@ -258,6 +308,9 @@ def main() -> None:
     parser.add_argument("--fuse", action="store_true",
                         help="random 4 KiB reads through a FUSE mount vs open_volume")
     parser.add_argument("--keep", action="store_true", help="keep the built images")
+    parser.add_argument("--batch", type=int, default=0, metavar="JOBS",
+                        help="only `bdekit batch`: jobs/hour of JOBS volumes (of --size) "
+                             "with 1, 2 and N local workers")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where outputs go (default /dev/shm: measures the tools, not the "
@@ -269,7 +322,12 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="bdekit-bench-out-", dir=args.out_dir or work)) / "out.img"
     results: dict[str, Any] = {"size": size, "cpus": os.cpu_count(), "methods": {}}
     print(f"bdekit benchmark: {size / MiB:.0f} MiB per image, {os.cpu_count()} CPUs")
-    for method in args.methods.split(","):
+    if args.batch:
+        print(f"\n[bdekit batch, {args.batch} AES-XTS-128 volumes]")
+        results["batch_jobs_per_hour"] = bench_batch(work, args.out_dir, args.batch, size,
+                                                     args.seed)
+        args.methods = ""
+    for method in filter(None, args.methods.split(",")):
         print(f"\n[{method}]")
         image, manifest = build_image(work, method, size, args.seed)
         rp = recovery_password(manifest)

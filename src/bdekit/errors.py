@@ -14,6 +14,11 @@ code  meaning
 5     unsupported feature (TPM-only protector, unknown method, ...)
 6     finished, but some data could not be recovered
 ====  =====================================================================
+
+An error is one line: the file, the offset when one is known, and what was expected
+(:meth:`BdeError.one_line`). A ``hint`` (what the user can try next) is kept apart from the
+message so that a caller can add one without rewriting the message; the command line prints it
+after the message, in parentheses.
 """
 
 from __future__ import annotations
@@ -35,10 +40,12 @@ class BdeError(Exception):
     exit_code = EXIT_OTHER
 
     def __init__(self, message: str, *, path: str | os.PathLike[str] | None = None,
-                 offset: int | None = None) -> None:
+                 offset: int | None = None, hint: str | None = None) -> None:
         self.message = message
         self.path = os.fspath(path) if path is not None else None
         self.offset = offset
+        #: what the user can try next (printed after the message; not part of it)
+        self.hint = hint
         super().__init__(self.one_line())
 
     def one_line(self) -> str:
@@ -60,6 +67,15 @@ class BdeError(Exception):
             self.offset = offset
         self.args = (self.one_line(),)
         return self
+
+    def with_hint(self, hint: str) -> BdeError:
+        """Add what the user can try next (an existing hint is kept, the new one follows)."""
+        self.hint = f"{self.hint}; {hint}" if self.hint else hint
+        return self
+
+    def display(self) -> str:
+        """:meth:`one_line` followed by the hint, if any, in parentheses."""
+        return f"{self.one_line()} ({self.hint})" if self.hint else self.one_line()
 
 
 class UsageError(BdeError):
@@ -114,6 +130,10 @@ class UnsupportedError(BdeError):
     exit_code = EXIT_UNSUPPORTED
 
 
+class UnsupportedCertificate(UnsupportedError):
+    """A certificate bdekit cannot use for a certificate protector (its key is not RSA)."""
+
+
 class SourceError(BdeError):
     """The image source cannot be opened or read (missing file, missing optional library)."""
 
@@ -122,9 +142,3 @@ class SourceError(BdeError):
 
 class ReadError(SourceError):
     """An unreadable range of the image (EIO from a failing device)."""
-
-
-class PartialRecoveryError(BdeError):
-    """The job finished but some ranges could not be recovered."""
-
-    exit_code = EXIT_PARTIAL

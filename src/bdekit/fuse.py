@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import importlib
 import logging
 import os
 import re
@@ -27,9 +28,11 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from bdekit.errors import BdeError, UnsupportedError
+from bdekit.volume.stream import PlannedReader
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +43,16 @@ VOLUME_FILE_NAME = "bde1"
 CACHE_TIMEOUT = 3600.0
 
 
-def import_mfusepy() -> Any:
+def import_mfusepy() -> ModuleType:
     """The ``mfusepy`` module; a clear error naming the extra when it or libfuse is missing."""
     try:
-        import mfusepy
+        return importlib.import_module("mfusepy")
     except ImportError:
         raise UnsupportedError("mounting needs the optional extra: pip install 'bdekit[fuse]'"
                                ) from None
     except OSError as exc:  # mfusepy raises OSError("Unable to find libfuse")
         raise UnsupportedError(f"mounting needs libfuse (install fuse3 / libfuse2): {exc}"
                                ) from None
-    return mfusepy
 
 
 def fuse_problem() -> str | None:
@@ -70,8 +72,9 @@ def fuse_problem() -> str | None:
 class VolumeFS:
     """The file system operations: ``/`` holding ``/bde1`` (the decrypted volume).
 
-    ``volume`` is an unlocked :class:`~bdekit.volume.BdeVolume` (anything with
-    ``volume_size`` and ``read_into(offset, buffer)``).  ``on_ready`` is called once libfuse
+    ``volume`` is an unlocked :class:`~bdekit.volume.bde.BdeVolume` (anything with
+    ``volume_size`` and ``read_into(offset, buffer)``: a
+    :class:`~bdekit.volume.stream.PlannedReader`).  ``on_ready`` is called once libfuse
     has initialised the mount (the kernel's ``FUSE_INIT``): the mount is live.
     """
 
@@ -80,7 +83,7 @@ class VolumeFS:
     flag_nullpath_ok = True
     flag_nopath = True
 
-    def __init__(self, volume: Any, *, name: str = VOLUME_FILE_NAME,
+    def __init__(self, volume: PlannedReader, *, name: str = VOLUME_FILE_NAME,
                  on_ready: Callable[[], None] | None = None,
                  mtime: float | None = None) -> None:
         self.volume = volume
@@ -203,17 +206,17 @@ _memory_view.restype = ctypes.py_object
 _PYBUF_WRITE = 0x200
 
 
-def _make_fuse_class(mfusepy: Any) -> type:
+def _make_fuse_class(mfusepy: ModuleType) -> type:
     """An ``mfusepy.FUSE`` whose low-level ``read`` decrypts straight into libfuse's buffer
     and whose worker threads keep their Python thread state."""
 
-    class _VolumeFUSE(mfusepy.FUSE):  # type: ignore[misc,name-defined]
-        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+    class _VolumeFUSE(mfusepy.FUSE):  # type: ignore[name-defined]
+        def _wrapper(self, func: Callable[..., Any], *args: object, **kwargs: object) -> Any:
             _pin_thread_state()
             return super()._wrapper(func, *args, **kwargs)
 
-        def read(self, path: bytes | None, buf: Any, size: int, offset: int,
-                 fip: Any) -> int:
+        def read(self, path: bytes | None, buf: int | ctypes.c_void_p, size: int, offset: int,
+                 fip: object) -> int:
             if size <= 0:
                 return 0
             # a writable memoryview over libfuse's buffer, valid during this call only
@@ -222,11 +225,14 @@ def _make_fuse_class(mfusepy: Any) -> type:
     return _VolumeFUSE
 
 
-def mount_options(*, image: str | None = None, allow_other: bool = False) -> dict[str, Any]:
+def mount_options(*, image: str | None = None,
+                  allow_other: bool = False) -> dict[str, bool | int | float | str]:
     """libfuse mount options of a bdekit mount."""
-    opts: dict[str, Any] = {
+    # fsname is a comma-separated option value: keep it parseable
+    fsname = ("bdekit" + (f":{os.path.abspath(image)}" if image else "")).replace(",", "_")
+    opts: dict[str, bool | int | float | str] = {
         "ro": True,
-        "fsname": "bdekit" + (f":{os.path.abspath(image)}" if image else ""),
+        "fsname": fsname,
         "subtype": "bdekit",
         "kernel_cache": True,
         "entry_timeout": CACHE_TIMEOUT,
@@ -236,12 +242,10 @@ def mount_options(*, image: str | None = None, allow_other: bool = False) -> dic
     }
     if allow_other:
         opts["allow_other"] = True
-    # fsname is a comma-separated option value: keep it parseable
-    opts["fsname"] = opts["fsname"].replace(",", "_")
     return opts
 
 
-def serve(volume: Any, mountpoint: str, *, image: str | None = None,
+def serve(volume: PlannedReader, mountpoint: str, *, image: str | None = None,
           name: str = VOLUME_FILE_NAME, on_ready: Callable[[], None] | None = None,
           allow_other: bool = False, single_thread: bool = False,
           fuse_debug: bool = False) -> VolumeFS:

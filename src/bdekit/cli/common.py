@@ -4,32 +4,32 @@ Secrets may come from a flag, an environment variable (``BDEKIT_RECOVERY_PASSWOR
 ``BDEKIT_PASSWORD``, ``BDEKIT_CERTIFICATE_PASSWORD``), a file (``--password-file``,
 ``--keyring``, ``--certificate``) or a prompt (a bare ``-pw``); none of them is ever logged.
 
-Commands that unlock call :func:`cli_unlock` rather than ``volume.unlock``: it records every key
-use in the audit trail (:mod:`bdekit.audit`), tries only the escrowed keys that match the
-volume's protectors (:mod:`bdekit.keyring`), repairs a mistyped recovery password with
-``--fix-typos`` (:mod:`bdekit.typos`), says which escrow entry unlocked and reminds the user to
-rotate a recovery password or key once used.
+:func:`build_secrets` turns the options into :class:`Secrets` and keeps the non-secret ones
+(keyring, ``--fix-typos``, ``--max-candidates``, ``--audit-log``) as an
+:class:`~bdekit.unlock.policy.UnlockPolicy` in the click context. Commands that unlock call
+:func:`cli_unlock` rather than ``volume.unlock``: it runs that policy (audit trail, keyring
+narrowing, typo repair; see :mod:`bdekit.unlock.policy`) and prints what it reports: the
+corrected recovery password, which escrow entry unlocked and the rotation reminder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from bdekit.errors import KeyError_, MissingKeyError, RecoveryPasswordFormatError, UsageError
-from bdekit.escrow.secrets import KeyCandidate, Secrets, UnlockResult
+from bdekit.errors import UsageError
+from bdekit.escrow.keyring import load_keyring
+from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.format.bek import read_bek
-
-if TYPE_CHECKING:
-    from bdekit.escrow.keyring import Keyring
+from bdekit.unlock.certificates import Certificate, load_certificate
+from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,32 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     if env_rp and not rps:
         rps.append(env_rp)
     secrets.recovery_passwords = rps
-    password = kwargs.pop("password", None)
+    password = _password(kwargs)
+    if password is not None:
+        secrets.passwords.append(password)
+    for bek in kwargs.pop("bek", ()) or ():
+        secrets.beks.append(read_bek(bek))
+    secrets.fvek = _parse_hex(kwargs.pop("fvek", None), "--fvek")
+    secrets.vmk = _parse_hex(kwargs.pop("vmk", None), "--vmk")
+    policy = UnlockPolicy(audit_log=kwargs.pop("audit_log", None),
+                          fix_typos=kwargs.pop("fix_typos", None),
+                          max_candidates=kwargs.pop("max_candidates", None))
+    secrets.certificates += _certificates(kwargs)
+    ring_paths = list(kwargs.pop("keyring", ()) or ())
+    if ring_paths:
+        policy.keyring = load_keyring(ring_paths)
+        # All of them for now (so that ``secrets.empty`` is false); the policy keeps only the
+        # ones that match the volume's protectors.
+        secrets.candidates += policy.keyring.candidates()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[POLICY_KEY] = policy
+    return secrets
+
+
+def _password(kwargs: dict[str, Any]) -> str | None:
+    """The user password of ``-pw`` / ``--password-file`` / $BDEKIT_PASSWORD (pops them)."""
+    password: str | None = kwargs.pop("password", None)
     password_file = kwargs.pop("password_file", None)
     if password == PROMPT:
         password = click.prompt("Password", hide_input=True, err=True)
@@ -128,17 +153,11 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
                              path=password_file) from None
     if password is None:
         password = os.environ.get("BDEKIT_PASSWORD")
-    if password is not None:
-        secrets.passwords.append(password)
-    for bek in kwargs.pop("bek", ()) or ():
-        secrets.beks.append(read_bek(bek))
-    secrets.fvek = _parse_hex(kwargs.pop("fvek", None), "--fvek")
-    secrets.vmk = _parse_hex(kwargs.pop("vmk", None), "--vmk")
-    settings = UnlockSettings(
-        audit_log=kwargs.pop("audit_log", None),
-        fix_typos=kwargs.pop("fix_typos", None),
-        max_candidates=kwargs.pop("max_candidates", None),
-    )
+    return password
+
+
+def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
+    """The certificates of ``--certificate`` (pops the certificate options)."""
     cert_password = kwargs.pop("certificate_password", None)
     if cert_password is None:
         cert_password = os.environ.get("BDEKIT_CERTIFICATE_PASSWORD")
@@ -146,50 +165,14 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     cert_paths = list(kwargs.pop("certificate", ()) or ())
     if cert_key and len(cert_paths) != 1:
         raise UsageError("--certificate-key needs exactly one --certificate")
-    if cert_paths:
-        from bdekit.unlock.certificates import load_certificate
-
-        for cert_path in cert_paths:
-            secrets.certificates.append(load_certificate(cert_path, cert_password, cert_key))
-    ring_paths = list(kwargs.pop("keyring", ()) or ())
-    if ring_paths:
-        from bdekit.escrow.keyring import load_keyring
-
-        settings.keyring = load_keyring(ring_paths)
-        # All of them for now (so that ``secrets.empty`` is false); cli_unlock keeps only the
-        # ones that match the volume's protectors.
-        settings.keyring_candidates = settings.keyring.candidates()
-        secrets.candidates += settings.keyring_candidates
-    ctx = click.get_current_context(silent=True)
-    if ctx is not None:
-        ctx.meta[SETTINGS_KEY] = settings
-    return secrets
+    return [load_certificate(path, cert_password, cert_key) for path in cert_paths]
 
 
 # --------------------------------------------------------------------------------------------
-# Unlocking from the command line: audit trail, keyring matching, typo repair
+# Unlocking from the command line: the unlock policy, its messages
 # --------------------------------------------------------------------------------------------
 
-SETTINGS_KEY = "bdekit.unlock_settings"
-
-
-@dataclasses.dataclass
-class UnlockSettings:
-    """The non-secret unlock options, kept in ``ctx.meta`` by :func:`build_secrets`."""
-
-    audit_log: str | None = None
-    fix_typos: int | None = None
-    max_candidates: int | None = None
-    keyring: Keyring | None = None
-    keyring_candidates: list[KeyCandidate] = dataclasses.field(default_factory=list)
-
-
-def _settings(ctx: click.Context | None) -> UnlockSettings:
-    ctx = ctx or click.get_current_context(silent=True)
-    if ctx is None:
-        return UnlockSettings()
-    settings = ctx.meta.get(SETTINGS_KEY)
-    return settings if isinstance(settings, UnlockSettings) else UnlockSettings()
+POLICY_KEY = "bdekit.unlock_policy"
 
 
 def _quiet(ctx: click.Context | None) -> bool:
@@ -197,103 +180,41 @@ def _quiet(ctx: click.Context | None) -> bool:
     return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"))
 
 
-def cli_unlock(volume: Any, secrets: Secrets, ctx: click.Context | None = None, *,
-               json_mode: bool = False) -> UnlockResult:
-    """Unlock ``volume`` the way every command does (see the module docstring).
+def _echo_err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def cli_policy(ctx: click.Context | None = None) -> UnlockPolicy:
+    """The unlock policy of this command: the options :func:`build_secrets` kept, the command
+    name for the audit log, and progress on stderr unless ``--quiet``."""
+    ctx = ctx or click.get_current_context(silent=True)
+    policy = ctx.meta.get(POLICY_KEY) if ctx is not None else None
+    if not isinstance(policy, UnlockPolicy):
+        policy = UnlockPolicy()
+    sub = ctx.command_path.split(" ", 1)[1:] if ctx is not None else []
+    return dataclasses.replace(policy, command=" ".join(["bdekit", *sub]),
+                               announce=None if _quiet(ctx) else _echo_err)
+
+
+def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | None = None,
+               *, json_mode: bool = False) -> UnlockResult:
+    """Unlock ``volume`` with the command's :func:`cli_policy` and print what it reports.
 
     Prints (stderr) which escrow entry or file unlocked and the rotation reminder; prints the
     corrected recovery password of a ``--fix-typos`` search on stdout (stderr when
-    ``json_mode``, to keep stdout machine-readable). Raises as ``volume.unlock`` does.
+    ``json_mode``, to keep stdout machine-readable). Raises as the policy does.
     """
-    from bdekit.crypto import keys
-    from bdekit.escrow import audit
-    from bdekit.unlock import typos
-
     ctx = ctx or click.get_current_context(silent=True)
-    settings = _settings(ctx)
-    quiet = _quiet(ctx)
-    sub = ctx.command_path.split(" ", 1)[1:] if ctx is not None else []
-    command = " ".join(["bdekit", *sub])  # whatever the program was called
-    trail = audit.AuditLog(settings.audit_log, command=command, image=volume.path,
-                           volume_guid=volume.metadata.volume_guid)
-    protectors = volume.protectors
-    if settings.keyring is not None:
-        ring_ids = {id(c) for c in settings.keyring_candidates}
-        others = [c for c in secrets.candidates if id(c) not in ring_ids]
-        matching = settings.keyring.candidates(protectors)
-        log.info("keyring: %d of %d escrowed keys match a protector of this volume",
-                 len(matching), len(settings.keyring))
-        secrets.candidates = matching + others
-        if not matching and secrets.empty:
-            listing = ", ".join(f"{p.type_name} {p.key_id}" for p in protectors) or "none"
-            raise MissingKeyError(f"none of the {len(settings.keyring)} escrowed keys in the "
-                                  f"keyring matches a protector of this volume (protectors: "
-                                  f"{listing})", path=volume.path)
-    typed_bad: list[str] = []
-    if settings.fix_typos:
-        good = []
-        for rp in secrets.recovery_passwords:
-            try:
-                keys.parse_recovery_password(rp)
-            except RecoveryPasswordFormatError:
-                typed_bad.append(rp)
-            else:
-                good.append(rp)
-        secrets.recovery_passwords = good
-    corrected: str | None = None
-    try:
-        if secrets.empty and typed_bad and not _has_clear_key(protectors):
-            raise MissingKeyError("only mistyped recovery passwords were given")
-        result = volume.unlock(secrets, on_attempt=trail.attempt)
-    except RecoveryPasswordFormatError as exc:
-        exc.message += " (--fix-typos tests its likely corrections; `bdekit keys check` " \
-                       "explains each block)"
-        exc.args = (exc.one_line(),)
-        raise
-    except KeyError_ as first_error:
-        typed = typed_bad + secrets.recovery_passwords
-        if not settings.fix_typos or not typed:
-            raise
-        level = int(settings.fix_typos)
-        limit = settings.max_candidates or typos.DEFAULT_MAX_CANDIDATES
-        found = None
-        last: Exception = first_error
-        for text in typed:
-            try:
-                found = typos.search(
-                    volume.metadata, text, level=level, max_candidates=limit,
-                    on_attempt=trail.attempt, path=volume.path,
-                    announce=None if quiet else (lambda m: click.echo(m, err=True)))
-                break
-            except KeyError_ as exc:
-                last = exc
-        if found is None:
-            raise last from None
-        volume.set_key(found.result)
-        result = found.result
-        corrected = found.password
-    if result.via in ("fvek", "vmk", "clear-key"):
-        trail.used(result.via, result.source, "unlocked", result.protector)
-    if corrected is not None:
-        click.echo(f"Corrected recovery password: {corrected}", err=json_mode)
-    if not quiet:
-        if result.source and result.source not in ("command line", "--fvek", "--vmk") \
-                and result.via not in ("clear-key", "decrypted"):
-            who = (f" (protector {{{str(result.protector.guid).upper()}}})"
-                   if result.protector else "")
-            click.echo(f"bdekit: unlocked with {result.via} from {result.source}{who}",
-                       err=True)
-        reminder = audit.rotation_reminder(result.via, result.protector)
-        if reminder:
-            click.echo(reminder, err=True)
-    return result
+    outcome = cli_policy(ctx).unlock(volume, secrets)
+    if outcome.corrected is not None:
+        click.echo(f"Corrected recovery password: {outcome.corrected}", err=json_mode)
+    if not _quiet(ctx):
+        for line in outcome.notes:
+            click.echo(line, err=True)
+    return outcome.result
 
 
-def _has_clear_key(protectors: list[Any]) -> bool:
-    return any(p.protection == 0 for p in protectors)
-
-
-def emit_json(data: Any) -> None:
+def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -311,11 +232,3 @@ def setup_logging(verbose: int, quiet: bool, debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-def pass_common(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return func(*args, **kwargs)
-
-    return wrapper

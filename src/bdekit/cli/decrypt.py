@@ -7,20 +7,23 @@ tail of a truncated capture. Damaged *metadata* is the business of ``bdekit repa
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.errors import EXIT_PARTIAL
-from bdekit.pipeline.chunks import open_salvaged
-from bdekit.pipeline.decrypt import decrypt_to
+from bdekit.image.salvage import open_salvaged
+from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
+from bdekit.pipeline.report import Report
 from bdekit.volume.bde import BdeVolume
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def decrypt_options(func: Any) -> Any:
+
+def decrypt_options(func: F) -> F:
     """Options ``decrypt`` and ``repair`` share (output, report, threads)."""
     func = click.option("--force", "-f", "-Force", "force", is_flag=True,
                         help="overwrite an existing output")(func)
@@ -28,17 +31,14 @@ def decrypt_options(func: Any) -> Any:
                         default=None, help="write the JSON report here")(func)
     func = click.option("--threads", type=click.IntRange(1, 256), default=None,
                         help="worker threads (default: CPU count)")(func)
-    func = click.option("--chunk-size", type=click.IntRange(4096, 256 << 20), default=4 << 20,
-                        hidden=True)(func)
+    func = click.option("--chunk-size", type=click.IntRange(4096, 256 << 20),
+                        default=DEFAULT_CHUNK, hidden=True)(func)
     func = click.option("--no-hash", is_flag=True, help="skip the SHA-256 of the output")(func)
     return func
 
 
-# kept for callers of the old name
-_decrypt_options = decrypt_options
-
-
-def print_damage(report: Any, limit: int = 20) -> None:
+def print_damage(report: Report, limit: int = 20) -> None:
+    """One warning line per damaged range (the first ``limit``)."""
     for item in report.damaged[:limit]:
         click.echo(f"bdekit: warning: {item['reason']}: offset {item['offset']}, "
                    f"{item['length']} bytes (written as zeros)", err=True)
@@ -62,8 +62,7 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
     finally:
         salvage.close()
     if kwargs["report_path"]:
-        with open(kwargs["report_path"], "w", encoding="utf-8") as fh:
-            json.dump(report.to_json(), fh, indent=2)
+        report.write(kwargs["report_path"])
     if not quiet:
         click.echo(report.summary(), err=True)
         print_damage(report)

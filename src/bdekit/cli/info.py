@@ -11,7 +11,8 @@ import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
 from bdekit.errors import BdeError
-from bdekit.volume.bde import open_bde
+from bdekit.format.constants import ProtectionType
+from bdekit.volume.bde import BdeVolume, open_bde
 
 
 @click.command()
@@ -34,9 +35,9 @@ def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
     _print_human(data)
 
 
-def _has_clear_key(volume: Any) -> bool:
+def _has_clear_key(volume: BdeVolume) -> bool:
     try:
-        return any(p.protection == 0 for p in volume.protectors)
+        return any(p.protection == ProtectionType.CLEAR_KEY for p in volume.protectors)
     except BdeError:
         return False
 
@@ -78,4 +79,6 @@ def _print_human(d: dict[str, Any]) -> None:
         if "fvek" in u:
             echo(f"FVEK:                 {u['fvek']}")
             echo(f"VMK:                  {u['vmk']}")
+
+
 COMMANDS = [info]

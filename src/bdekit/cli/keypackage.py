@@ -21,7 +21,9 @@ from bdekit.escrow.keypackage import (
     parse_key_package,
     read_key_package,
 )
+from bdekit.format.constants import ProtectionType
 from bdekit.format.metadata import Metadata
+from bdekit.image.files import write_atomic
 from bdekit.unlock.vmk import decrypt_fvek
 from bdekit.volume.bde import open_bde
 
@@ -48,7 +50,7 @@ def export(ctx: click.Context, image: str, output: str, force: bool, recovery_on
         raise OutputExistsError("output exists; use --force to overwrite it", path=output)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     result = None
-    has_clear = any(p.protection == 0 for p in volume.protectors)
+    has_clear = any(p.protection == ProtectionType.CLEAR_KEY for p in volume.protectors)
     if not secrets.empty or has_clear:
         result = cli_unlock(volume, secrets, ctx)
     md = volume.metadata
@@ -66,12 +68,7 @@ def export(ctx: click.Context, image: str, output: str, force: bool, recovery_on
         fvek, _type = decrypt_fvek(package_metadata(pkg), result.vmk)
         if fvek != result.fvek:
             raise BdeError("internal error: the package's FVEK differs from the volume's")
-    tmp = output + ".tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, output)
+    write_atomic(output, data)
     info = pkg.describe()
     click.echo(f"Key package written: {output} ({len(data)} bytes)")
     click.echo(f"Volume GUID:   {{{info['volume_guid']}}}")

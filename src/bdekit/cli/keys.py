@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import sys
+import uuid
 from typing import Any
 
 import click
@@ -21,6 +22,10 @@ import click
 from bdekit.cli.common import emit_json
 from bdekit.crypto import keys as keylib
 from bdekit.errors import EXIT_USAGE, MissingKeyError, RecoveryPasswordFormatError
+from bdekit.escrow.keyring import Keyring, KeyringEntry, load_keyring
+from bdekit.escrow.secrets import Match, SecretKind, match_protector
+from bdekit.format.protector import Protector
+from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.volume.bde import open_bde
 
 
@@ -45,40 +50,16 @@ def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...]
          certificate_password: str | None, partition: int | None, offset: int | None,
          as_json: bool) -> None:
     """List the escrowed keys and certificates that match IMAGE's protectors (no unlocking)."""
-    from bdekit.escrow.keyring import Keyring, load_keyring
-
     if not keyring_paths and not cert_paths:
         raise click.UsageError("give at least one --keyring or --certificate")
     ring = load_keyring(keyring_paths) if keyring_paths else Keyring()
-    certs = []
-    if cert_paths:
-        from bdekit.unlock.certificates import load_certificate
-
-        certs = [load_certificate(p, certificate_password) for p in cert_paths]
+    certs = [load_certificate(p, certificate_password) for p in cert_paths]
     volume = open_bde(image, offset=offset, partition=partition)
     volume_guid = volume.metadata.volume_guid
-    rows: list[dict[str, Any]] = []
-    matched = 0
-    for protector in volume.protectors:
-        row = protector.describe()
-        cands: list[dict[str, Any]] = []
-        for entry, how in ring.matches(protector):
-            item = entry.describe()
-            item["match"] = how
-            cands.append(item)
-        thumb = row.get("thumbprint")
-        for cert in certs:
-            if thumb is not None and cert.thumbprint == thumb:
-                cands.append({"source": cert.path, "kind": "certificate", "match": "thumbprint",
-                              "subject": cert.subject,
-                              "has_private_key": cert.private_key is not None})
-        row["candidates"] = cands
-        if cands:
-            matched += 1
-        rows.append(row)
-    packages = [dict(e.describe(), match=_package_match(e, volume.protectors, volume_guid))
-                for e in ring.key_packages()
-                if _package_match(e, volume.protectors, volume_guid)]
+    protectors = volume.protectors
+    rows = [_protector_row(protector, ring, certs) for protector in protectors]
+    packages = [dict(e.describe(), match=how) for e in ring.key_packages()
+                if (how := _package_match(e, protectors, volume_guid)) is not None]
     data = {"image": volume.path, "volume_guid": str(volume_guid).upper(),
             "keyring_entries": len(ring), "keyring_files": len(ring.files),
             "protectors": rows, "key_packages": packages}
@@ -86,13 +67,35 @@ def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...]
         emit_json(data)
     else:
         _print_find(data, certs)
-    if not matched:
+    if not any(row["candidates"] for row in rows):
         raise MissingKeyError(f"none of the {len(ring)} escrowed keys"
                               f"{' or certificates' if certs else ''} matches a protector of "
                               "this volume", path=volume.path)
 
 
-def _package_match(entry: Any, protectors: list[Any], volume_guid: Any) -> str | None:
+def _protector_row(protector: Protector, ring: Keyring, certs: list[Certificate]
+                   ) -> dict[str, Any]:
+    """``protector.describe()`` with the escrow entries and certificates that match it."""
+    row = protector.describe()
+    cands: list[dict[str, Any]] = []
+    for entry, how in ring.matches(protector):
+        item = entry.describe()
+        item["match"] = how
+        cands.append(item)
+    for cert in certs:
+        if match_protector(protector, SecretKind.CERTIFICATE,
+                           thumbprint=cert.thumbprint) is not None:
+            cands.append({"source": cert.path, "kind": SecretKind.CERTIFICATE,
+                          "match": Match.THUMBPRINT, "subject": cert.subject,
+                          "has_private_key": cert.private_key is not None})
+    row["candidates"] = cands
+    return row
+
+
+def _package_match(entry: KeyringEntry, protectors: list[Protector],
+                   volume_guid: uuid.UUID | None) -> str | None:
+    """How a keyring entry holding a key package fits this volume: by protector GUID, or by
+    the volume GUID escrowed with it."""
     if entry.guid is not None and any(p.guid == entry.guid for p in protectors):
         return "guid"
     if entry.volume_guid is not None and entry.volume_guid == volume_guid:
@@ -100,7 +103,7 @@ def _package_match(entry: Any, protectors: list[Any], volume_guid: Any) -> str |
     return None
 
 
-def _print_find(d: dict[str, Any], certs: list[Any]) -> None:
+def _print_find(d: dict[str, Any], certs: list[Certificate]) -> None:
     echo = click.echo
     echo(f"Volume:        {d['image']}  {{{d['volume_guid']}}}")
     echo(f"Keyring:       {d['keyring_entries']} keys from {d['keyring_files']} files"

@@ -1,7 +1,12 @@
-"""Entry point: the click group, logging setup and the mapping of errors to exit codes."""
+"""Entry point: the click group, logging setup and the mapping of errors to exit codes.
+
+A :class:`BdeError` becomes one line on stderr, ``bdekit: error: FILE: at offset N: message``,
+followed by its hint in parentheses when it has one, and the exit code of its class.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -21,7 +26,7 @@ class BdeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BdeError as exc:
-            click.echo(f"bdekit: error: {exc.one_line()}", err=True)
+            click.echo(f"bdekit: error: {exc.display()}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("bdekit: interrupted", err=True)
@@ -66,12 +71,11 @@ COMMAND_MODULES = [
     "bdekit.cli.scan",
     "bdekit.cli.mount",
     "bdekit.cli.synth",
+    "bdekit.cli.batch",
 ]
 
 
 def _register() -> None:
-    import importlib
-
     for name in COMMAND_MODULES:
         for command in importlib.import_module(name).COMMANDS:
             cli.add_command(command)

@@ -27,14 +27,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
-from bdekit.errors import EXIT_OTHER, BdeError, UsageError
-from bdekit.fuse import VOLUME_FILE_NAME, fuse_problem, is_mounted
-from bdekit.volume.bde import open_bde
+from bdekit.errors import EXIT_OTHER, BdeError, UnsupportedError, UsageError
+from bdekit.fuse import VOLUME_FILE_NAME, fuse_problem, is_mounted, serve
+from bdekit.volume.bde import BdeVolume, open_bde
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ def mount(ctx: click.Context, image: str, mountpoint: str, foreground: bool,
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     problem = fuse_problem()
     if problem:
-        from bdekit.errors import UnsupportedError
-
         raise UnsupportedError(f"cannot mount: {problem}")
     target = _check_mountpoint(mountpoint)
     secrets = build_secrets(kwargs)
@@ -107,10 +106,8 @@ def mount(ctx: click.Context, image: str, mountpoint: str, foreground: bool,
                    f"process {pid}; unmount with: bdekit umount {target}", err=True)
 
 
-def _serve(volume: Any, target: str, ready: Any, log_file: str | None,
+def _serve(volume: BdeVolume, target: str, ready: Callable[[], None], log_file: str | None,
            serve_kwargs: dict[str, Any]) -> None:
-    from bdekit.fuse import serve
-
     if log_file:
         _add_log_file(log_file)
     serve(volume, target, on_ready=ready, **serve_kwargs)
@@ -126,7 +123,7 @@ def _add_log_file(log_file: str) -> None:
         root.setLevel(logging.INFO)
 
 
-def _daemonize_and_serve(volume: Any, target: str, log_file: str | None,
+def _daemonize_and_serve(volume: BdeVolume, target: str, log_file: str | None,
                          serve_kwargs: dict[str, Any]) -> int:
     """Fork a daemon serving the mount; return its pid once the mount is live."""
     if log_file:
@@ -177,10 +174,14 @@ def _wait_ready(read_fd: int, pid: int) -> str:
     return f"the mount failed (daemon exited with status {code}; see the message above)"
 
 
-def _daemon_main(volume: Any, target: str, log_file: str | None,
+def _daemon_main(volume: BdeVolume, target: str, log_file: str | None,
                  serve_kwargs: dict[str, Any], status_fd: int) -> None:
-    """The forked daemon: detach, serve, report readiness or failure on ``status_fd``."""
-    code = 0
+    """The forked daemon: detach, serve, report readiness or failure on ``status_fd``.
+
+    Whatever happens, it ends in ``os._exit`` (the ``finally``): the child never returns
+    into the parent's code, even on an exception not caught here."""
+    code = EXIT_OTHER
+    failure = "the daemon stopped unexpectedly"
     try:
         os.setsid()
         os.chdir("/")
@@ -197,16 +198,15 @@ def _daemon_main(volume: Any, target: str, log_file: str | None,
                 status_fd = -1
 
         _serve(volume, target, ready, log_file, serve_kwargs)
+        code = 0
     except BdeError as exc:
-        code = exc.exit_code
-        if status_fd >= 0:
-            os.write(status_fd, f"error: {exc.message}\n".encode())
-    except BaseException as exc:  # never let the child run the parent's code
-        code = EXIT_OTHER
-        if status_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.write(status_fd, f"error: {type(exc).__name__}: {exc}\n".encode())
+        code, failure = exc.exit_code, exc.message
+    except (OSError, RuntimeError, ValueError, TypeError) as exc:
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
+        if code and status_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(status_fd, f"error: {failure}\n".encode())
         with contextlib.suppress(OSError):
             logging.shutdown()
         os._exit(code)

@@ -4,7 +4,7 @@
 works unchanged (the Windows spellings ``-RecoveryKey``, ``-RecoveryPassword``, ``-Password``,
 ``-KeyPackage``, ``-LogFile``, ``-Force`` too); bdekit adds ``--mapfile`` (the input's GNU
 ddrescue mapfile), ``--output-mapfile``, ``--resume``, ``--report``, ``--threads`` and
-``--retries``. See :mod:`bdekit.repair` for what it does.
+``--retries``. See :mod:`bdekit.recovery.repair` for what it does.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ key.  Then, for a damaged disk, BitLocker metadata blocks found by signature out
 recognised BitLocker volume, with the start of the volume each belongs to (inferred from the
 copy offsets its header records; try ``--offset`` there, or hand it to ``repair``).
 
-``--search`` chooses where those blocks are looked for (see :func:`bdekit.locate.scan_image`):
+``--search`` chooses where those blocks are looked for (see
+:func:`bdekit.recovery.survey.scan_image`):
 ``auto`` (space outside partitions, partitions with unrecognised content, BitLocker
 partitions whose metadata is unreadable; the whole image when nothing is recognised),
 ``all`` (the whole image: slow on big disks) or ``none``.
@@ -29,13 +30,13 @@ Exit status 0 whether or not BitLocker was found (a damaged table is reported, n
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
+from tqdm import tqdm
 
 from bdekit.cli.common import emit_json
 from bdekit.image.sources import open_source
-from bdekit.recovery.survey import SEARCH_MODES, ScanReport, scan_image
+from bdekit.recovery.survey import SEARCH_MODES, ScanEntry, ScanReport, scan_image
 
 
 @click.command()
@@ -51,8 +52,6 @@ def scan(ctx: click.Context, image: str, as_json: bool, search: str) -> None:
     with open_source(image) as source:
         bar = None
         if not quiet and not as_json and sys.stderr.isatty() and search != "none":
-            from tqdm import tqdm
-
             bar = tqdm(total=None, unit="B", unit_scale=True, desc="searching", leave=False,
                        file=sys.stderr)
         try:
@@ -127,7 +126,7 @@ def _print_human(r: ScanReport) -> None:
                  f"({hint})")
 
 
-def _content(e: Any) -> str:
+def _content(e: ScanEntry) -> str:
     if e.extended:
         return "extended partition (holds the logical partitions)"
     if not e.bitlocker:

@@ -1,22 +1,25 @@
 """``bdekit synth create`` and ``bdekit synth damage``: synthetic images for test harnesses.
 
 ``create`` writes a BitLocker image with known keys (see :mod:`bdekit.synth` for the layout)
-and its JSON manifest; ``damage`` damages an image in place (see :mod:`bdekit.damage`) and
+and its JSON manifest; ``damage`` damages an image in place (see :mod:`bdekit.synth.damage`) and
 records every damage in the manifest.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
+from tqdm import tqdm
 
 from bdekit import synth as synth_mod
 from bdekit.errors import UsageError
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.synth import damage as damage_mod
+from bdekit.unlock.certificates import CertificateSpec
 
 _METHODS = [label for method, label in METHOD_LABELS.items() if method != EncryptionMethod.NONE]
 
@@ -52,8 +55,6 @@ def protector_specs(kwargs: dict[str, Any]) -> list[Any]:
     for value in kwargs.pop("startup_key", ()) or ():
         specs.append(synth_mod.StartupKeySpec(value))
     for value in kwargs.pop("certificate", ()) or ():
-        from bdekit.unlock.certificates import CertificateSpec
-
         specs.append(CertificateSpec(value))
     if kwargs.pop("clear_key", False):
         specs.append(synth_mod.ClearKeySpec())
@@ -109,8 +110,6 @@ def create(ctx: click.Context, output: str, **kwargs: Any) -> None:
     bar = None
     progress = None
     if not quiet and sys.stderr.isatty():
-        from tqdm import tqdm
-
         bar = tqdm(total=0, unit="B", unit_scale=True, desc="synth", leave=False)
 
         def progress(done: int, total: int) -> None:
@@ -132,8 +131,6 @@ def create(ctx: click.Context, output: str, **kwargs: Any) -> None:
                "volume_size": manifest.volume_size, "sector_size": manifest.sector_size,
                "protectors": manifest.protectors}
     if kwargs["as_json"]:
-        import json
-
         click.echo(json.dumps(summary, indent=2))
         return
     if quiet:

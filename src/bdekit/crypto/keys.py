@@ -354,31 +354,34 @@ def _typo_neighbours(block: str) -> tuple[str, ...]:
     or extra digit) can lead to a valid block; for a block that passes, only the swap of digits
     one apart and the twin error can.
     """
-    found: dict[str, None] = {}
     length = len(block)
     if length == BLOCK_DIGITS:
-        for i in range(length):
-            for digit in _DIGITS:
-                if digit != block[i]:
-                    found[block[:i] + digit + block[i + 1:]] = None
-        for distance in (1, 2):
-            for i in range(length - distance):
-                j = i + distance
-                if block[i] != block[j]:
-                    found[block[:i] + block[j] + block[i + 1:j] + block[i] + block[j + 1:]] = None
-        for i in range(length - 1):
-            if block[i] == block[i + 1]:
-                for digit in _DIGITS:
-                    if digit != block[i]:
-                        found[block[:i] + digit + digit + block[i + 2:]] = None
+        found = _miskeyed(block)
     elif length == BLOCK_DIGITS - 1:
-        for i in range(length + 1):
-            for digit in _DIGITS:
-                found[block[:i] + digit + block[i:]] = None
+        found = [block[:i] + digit + block[i:] for i in range(length + 1) for digit in _DIGITS]
     elif length == BLOCK_DIGITS + 1:
-        for i in range(length):
-            found[block[:i] + block[i + 1:]] = None
-    return tuple(c for c in found if c != block and _is_valid_block(c))
+        found = [block[:i] + block[i + 1:] for i in range(length)]
+    else:
+        found = []
+    return tuple(c for c in dict.fromkeys(found) if c != block and _is_valid_block(c))
+
+
+def _miskeyed(block: str) -> list[str]:
+    """Blocks of the right length one typing error away: a wrong character, two digits one
+    or two apart swapped, a doubled digit typed as another doubled digit (in that order)."""
+    length = len(block)
+    out = [block[:i] + digit + block[i + 1:]
+           for i in range(length) for digit in _DIGITS if digit != block[i]]
+    for distance in (1, 2):
+        for i in range(length - distance):
+            j = i + distance
+            if block[i] != block[j]:
+                out.append(block[:i] + block[j] + block[i + 1:j] + block[i] + block[j + 1:])
+    for i in range(length - 1):
+        if block[i] == block[i + 1]:
+            out += [block[:i] + digit + digit + block[i + 2:]
+                    for digit in _DIGITS if digit != block[i]]
+    return out
 
 
 # A "product" is one block-wise set of candidates: candidate passwords are all the choices of

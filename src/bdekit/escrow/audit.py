@@ -33,13 +33,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bdekit.escrow.secrets import AttemptOutcome, KeyCandidate, SecretKind
+from bdekit.format.protector import Protector
+
 log = logging.getLogger(__name__)
 
 #: Environment variable that overrides the default audit log path.
 ENV_AUDIT_LOG = "BDEKIT_AUDIT_LOG"
 
 #: Protector kinds whose secret is disclosed once it has been used to unlock (rotate them).
-DISCLOSED_KINDS = {"recovery-password": "recovery password", "bek": "recovery key file"}
+DISCLOSED_KINDS: dict[str, str] = {SecretKind.RECOVERY_PASSWORD: "recovery password",
+                                   SecretKind.BEK: "recovery key file"}
 
 
 def default_audit_path() -> Path:
@@ -55,11 +59,11 @@ def default_audit_path() -> Path:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no login name (containers without a passwd entry)
+    except (OSError, KeyError, ImportError):  # no login name (no passwd entry, no pwd module)
         return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
 
 
-def _guid(value: Any) -> str | None:
+def _guid(value: uuid.UUID | str | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, uuid.UUID):
@@ -70,11 +74,12 @@ def _guid(value: Any) -> str | None:
 class AuditLog:
     """Appends audit records for one command run on one image.
 
-    Use :meth:`attempt` as the ``on_attempt`` hook of :func:`bdekit.protectors.unlock`.
+    Use :meth:`attempt` as the ``on_attempt`` hook of :func:`bdekit.unlock.attempt.unlock`.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, command: str = "bdekit",
-                 image: str | None = None, volume_guid: Any = None) -> None:
+                 image: str | None = None, volume_guid: uuid.UUID | str | None = None
+                 ) -> None:
         self.path = Path(path).expanduser() if path else default_audit_path()
         self.command = command
         self.image = os.path.abspath(image) if image else None
@@ -109,29 +114,29 @@ class AuditLog:
             return
         self.records += 1
 
-    def attempt(self, candidate: Any, protector: Any, outcome: str) -> None:
-        """``on_attempt`` hook: ``candidate`` is a KeyCandidate (its value is never read)."""
-        fields: dict[str, Any] = {
-            "protector_id": _guid(getattr(protector, "guid", None)),
-            "protector_key_id": getattr(protector, "key_id", None),
-            "protector_type": getattr(protector, "type_name", None),
-            "key_kind": getattr(candidate, "kind", None),
-            "key_source": getattr(candidate, "source", None),
-            "outcome": outcome,
-        }
-        self.write(**fields)
+    def attempt(self, candidate: KeyCandidate, protector: Protector | None,
+                outcome: str) -> None:
+        """``on_attempt`` hook: where ``candidate`` came from (its value is never read)."""
+        self.write(**_protector_fields(protector), key_kind=str(candidate.kind),
+                   key_source=candidate.source, outcome=str(outcome))
 
     __call__ = attempt
 
-    def used(self, kind: str, source: str, outcome: str = "used", protector: Any = None) -> None:
+    def used(self, kind: str, source: str, outcome: str = AttemptOutcome.USED,
+             protector: Protector | None = None) -> None:
         """A key used without a protector attempt (``--fvek``, ``--vmk``, a clear key)."""
-        self.write(protector_id=_guid(getattr(protector, "guid", None)),
-                   protector_key_id=getattr(protector, "key_id", None),
-                   protector_type=getattr(protector, "type_name", None),
-                   key_kind=kind, key_source=source, outcome=outcome)
+        self.write(**_protector_fields(protector), key_kind=str(kind), key_source=source,
+                   outcome=str(outcome))
 
 
-def rotation_reminder(kind: str, protector: Any) -> str | None:
+def _protector_fields(protector: Protector | None) -> dict[str, str | None]:
+    if protector is None:
+        return {"protector_id": None, "protector_key_id": None, "protector_type": None}
+    return {"protector_id": _guid(protector.guid), "protector_key_id": protector.key_id,
+            "protector_type": protector.type_name}
+
+
+def rotation_reminder(kind: str, protector: Protector | None) -> str | None:
     """The one-line reminder printed after a recovery password / recovery key unlocked."""
     what = DISCLOSED_KINDS.get(kind)
     if what is None:

@@ -96,14 +96,20 @@ from bdekit.format.constants import (
     VolumeState,
     enum_label,
 )
+from bdekit.format.datum_build import dataset_header
 from bdekit.format.metadata import (
+    PARSE_ERRORS,
     Datum,
     Metadata,
     MetadataCopy,
+    MetadataSource,
     VolumeHeader,
     parse_datum,
     parse_datums,
+    parse_struct,
+    stand_in_header,
 )
+from bdekit.format.protector import Protector
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +191,6 @@ class KeyPackage:
         return None
 
     def describe(self) -> dict[str, Any]:
-        from bdekit.format.protector import Protector
-
         bh = self.block_header
         return {
             "path": self.path,
@@ -239,11 +243,10 @@ def build_package(metadata: Metadata, *, sector_size: int, volume_size: int = 0,
         datums.append(virt)
     body = b"".join(d.raw for d in datums)
     ds = metadata.dataset
-    dataset = structs.DATASET_HEADER.build(Container(
-        size=48 + len(body), version=1, header_size=48, copy_size=48 + len(body),
-        volume_guid=ds.volume_guid, nonce_counter=int(ds.nonce_counter),
-        method=int(ds.method), method_flags=int(ds.method_flags),
-        creation_time=int(ds.creation_time))) + body
+    dataset = structs.DATASET_HEADER.build(dataset_header(
+        ds.volume_guid, nonce_counter=int(ds.nonce_counter), method=int(ds.method),
+        creation_time=int(ds.creation_time), body_size=len(body),
+        method_flags=int(ds.method_flags))) + body
     block = metadata.best.block[:64]
     flags = FLAG_SECTOR_SIZE
     if len(block) == 64 and block[:8] == FVE_SIGNATURE:
@@ -298,10 +301,7 @@ def parse_key_package(data: bytes, path: str = "<key package>") -> KeyPackage:
 def _parse_ours(data: bytes, path: str) -> KeyPackage:
     if len(data) < HEADER_SIZE:
         raise FormatError("truncated header", path=path, offset=0)
-    try:
-        head = PACKAGE_HEADER.parse(data[:HEADER_SIZE])
-    except Exception as exc:  # construct error
-        raise FormatError(f"header does not parse: {exc}", path=path, offset=0) from None
+    head = parse_struct(PACKAGE_HEADER, data[:HEADER_SIZE], "key package header", 0, path)
     if head.version != VERSION or head.header_size != HEADER_SIZE:
         raise FormatError(f"unsupported version {head.version} / header size "
                           f"{head.header_size}", path=path, offset=8)
@@ -311,11 +311,12 @@ def _parse_ours(data: bytes, path: str) -> KeyPackage:
     if head.file_size > len(data) or zlib.crc32(dataset) != head.dataset_crc32:
         raise FormatError("dataset CRC32 mismatch (truncated or damaged file)", path=path,
                           offset=HEADER_SIZE)
-    ds = structs.DATASET_HEADER.parse(dataset[:48])
+    ds = parse_struct(structs.DATASET_HEADER, dataset[:48], "dataset header", HEADER_SIZE, path)
     datums = parse_datums(dataset[48:ds.size], HEADER_SIZE + 48, path)
     block_header = None
     if head.flags & FLAG_BLOCK_HEADER:
-        block_header = structs.FVE_BLOCK_HEADER.parse(head.block_header)
+        block_header = parse_struct(structs.FVE_BLOCK_HEADER, head.block_header,
+                                    "FVE block header", 72, path)
     return KeyPackage(
         path=path, kind="bdekit", datums=datums, volume_guid=ds.volume_guid,
         method=int(ds.method), creation_time=int(ds.creation_time),
@@ -420,11 +421,10 @@ def _scan_blob(blob: bytes, pkg: KeyPackage, seen: set[bytes]) -> None:
         if i + 112 <= len(blob):
             try:
                 bh = structs.FVE_BLOCK_HEADER.parse(blob[i:i + 64])
-                if bh.version in (1, 2):
-                    if pkg.block_header is None:
-                        pkg.block_header = bh
-            except Exception:  # construct error: not a block header
-                pass
+            except PARSE_ERRORS:  # not a block header
+                bh = None
+            if bh is not None and bh.version in (1, 2) and pkg.block_header is None:
+                pkg.block_header = bh
         i = blob.find(FVE_SIGNATURE, i + 1)
     # dataset headers: version 1, header size 48
     marker = b"\x01\x00\x00\x00\x30\x00\x00\x00"
@@ -485,25 +485,20 @@ def package_metadata(pkg: KeyPackage, header: VolumeHeader | None = None, *,
             virtualized_sectors=(virt[1] // ss) if virt else 0)
     guid = pkg.volume_guid or uuid.UUID(int=0)
     meth = method if method is not None else (pkg.method or 0)
-    dataset = structs.DATASET_HEADER.parse(structs.DATASET_HEADER.build(Container(
-        size=48, version=1, header_size=48, copy_size=48, volume_guid=guid,
-        nonce_counter=pkg.nonce_counter, method=meth, method_flags=0,
-        creation_time=pkg.creation_time)))
+    dataset = structs.DATASET_HEADER.parse(structs.DATASET_HEADER.build(dataset_header(
+        guid, nonce_counter=pkg.nonce_counter, method=meth, creation_time=pkg.creation_time)))
     if header is None:
-        version = int(bh.version)
-        kind = pkg.header_kind or ("vista" if version == 1 else
-                                   ("eow" if pkg.eow_offsets else "win7"))
-        header = VolumeHeader(kind=kind, oem_id=b"", bytes_per_sector=pkg.sector_size or 512,
-                              sectors_per_cluster=pkg.sectors_per_cluster,
-                              metadata_offsets=[int(o) for o in bh.metadata_offsets],
-                              eow_offsets=list(pkg.eow_offsets), guid_record_offset=None,
-                              raw=b"")
+        header = stand_in_header(int(bh.version), bh.metadata_offsets,
+                                 eow_offsets=pkg.eow_offsets,
+                                 sector_size=pkg.sector_size or 512,
+                                 sectors_per_cluster=pkg.sectors_per_cluster,
+                                 kind=pkg.header_kind)
     elif pkg.sector_size and header.bytes_per_sector != pkg.sector_size:
-        header = dataclasses.replace(header, bytes_per_sector=pkg.sector_size)
+        header = header.with_sector_size(pkg.sector_size)
     copy = MetadataCopy(index=0, offset=0, status="key package", block_header=bh,
                         dataset_header=dataset, datums=list(pkg.datums), block=b"",
                         crc_ok=True)
-    return Metadata(header=header, copies=[copy], best=copy, source="key package")
+    return Metadata(header=header, copies=[copy], best=copy, source=MetadataSource.KEY_PACKAGE)
 
 
 __all__ = ["HEADER_SIZE", "MAGIC", "KeyPackage", "block_header_container", "build_package",

@@ -34,6 +34,7 @@ import base64
 import binascii
 import csv
 import dataclasses
+import enum
 import io
 import json
 import logging
@@ -45,9 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from bdekit.errors import BdeError, FormatError, UsageError
-from bdekit.escrow.secrets import KeyCandidate
+from bdekit.escrow.secrets import KeyCandidate, Match, SecretKind, match_protector
 from bdekit.format.bek import BekFile, parse_bek
-from bdekit.format.constants import ProtectionType
 from bdekit.format.protector import Protector
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,24 @@ _RP_RE = re.compile(r"(?<!\d)(\d{6}(?:[-\u2010\u2011\u2012\u2013\u2014\u2212 ]?\
 MAX_FILE_SIZE = 64 << 20
 
 
+class EscrowFormat(enum.StrEnum):
+    """The kind of file an escrowed key was read from (``keys find --json``: ``format``)."""
+
+    BEK = "bek"
+    CSV = "csv"
+    GRAPH_JSON = "graph-json"
+    AD_JSON = "ad-json"
+    LDIF = "ldif"
+    TEXT = "text"
+    UNKNOWN = ""
+
+
 @dataclasses.dataclass
 class KeyringEntry:
     """One escrowed key: the secret (never shown) and what identifies it."""
 
-    kind: str  # "recovery-password", "bek", or "key-package" (a package without a password)
-    value: Any = dataclasses.field(repr=False)  # recovery password text, BekFile or None
+    kind: SecretKind  # recovery password, BEK, or key package (a package without a password)
+    value: str | BekFile | None = dataclasses.field(repr=False)  # the secret (never shown)
     file: str
     entry: str  # "row 3", "value[2]", "record 5 (CN=...)", "line 12", "BEK"
     guid: uuid.UUID | None = None  # protector GUID (= recovery key ID)
@@ -77,8 +89,11 @@ class KeyringEntry:
     volume_guid: uuid.UUID | None = None
     volume_type: str | None = None
     device_id: str | None = None
-    format: str = ""
+    format: EscrowFormat = EscrowFormat.UNKNOWN
     key_package: bytes | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.kind = SecretKind(self.kind)
 
     @property
     def source(self) -> str:
@@ -94,20 +109,13 @@ class KeyringEntry:
         return KeyCandidate(self.kind, self.value, source=self.source,
                             guid=self.guid, key_id=None if self.guid else self.key_id)
 
-    def match(self, protector: Protector) -> str | None:
-        """How this entry matches ``protector``: ``"guid"``, ``"key id"``, ``"unidentified"``
-        (no identifier, same protector type) or ``None``."""
-        if self.kind == "bek":
-            return "guid" if protector.guid == self.value.guid else None
-        if self.kind != "recovery-password" or self.value is None:
+    def match(self, protector: Protector) -> Match | None:
+        """How this entry matches ``protector`` (:func:`match_protector`); an entry without a
+        secret (a key package alone) matches none."""
+        if self.value is None or self.kind == SecretKind.KEY_PACKAGE:
             return None
-        if protector.protection != ProtectionType.RECOVERY_PASSWORD:
-            return None
-        if self.guid is not None:
-            return "guid" if self.guid == protector.guid else None
-        if self.key_id is not None:
-            return "key id" if self.key_id.upper() == protector.key_id else None
-        return "unidentified"
+        guid = self.value.guid if isinstance(self.value, BekFile) else self.guid
+        return match_protector(protector, self.kind, guid=guid, key_id=self.key_id)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "kind": self.kind, "format": self.format,
@@ -131,22 +139,22 @@ class Keyring:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def matches(self, protector: Protector) -> list[tuple[KeyringEntry, str]]:
+    def matches(self, protector: Protector) -> list[tuple[KeyringEntry, Match]]:
         """Entries that fit ``protector``: identified matches first, then unidentified ones."""
         found = [(e, m) for e in self.entries if (m := e.match(protector)) is not None]
-        return sorted(found, key=lambda pair: pair[1] == "unidentified")
+        return sorted(found, key=lambda pair: pair[1] == Match.UNIDENTIFIED)
 
     def candidates(self, protectors: Iterable[Protector] | None = None) -> list[KeyCandidate]:
         """Candidates to try: with ``protectors``, only the entries matching one of them."""
         if protectors is None:
-            return [e.candidate() for e in self.entries if e.kind != "key-package"]
+            return [e.candidate() for e in self.entries if e.kind != SecretKind.KEY_PACKAGE]
         plist = list(protectors)
         chosen: list[KeyringEntry] = []
         for protector in plist:
             for entry, _how in self.matches(protector):
                 if entry not in chosen:
                     chosen.append(entry)
-        identified = [e for e in chosen if e.identifier is not None or e.kind == "bek"]
+        identified = [e for e in chosen if e.identifier is not None or e.kind == SecretKind.BEK]
         unidentified = [e for e in chosen if e not in identified]
         return [e.candidate() for e in identified + unidentified]
 
@@ -205,7 +213,8 @@ def parse_escrow(data: bytes, path: str) -> list[KeyringEntry]:
     name = os.path.basename(path)
     bek = _try_bek(data, path)
     if bek is not None:
-        return [KeyringEntry("bek", bek, name, "BEK", guid=bek.guid, format="bek",
+        return [KeyringEntry(SecretKind.BEK, bek, name, "BEK", guid=bek.guid,
+                             format=EscrowFormat.BEK,
                              created=bek.created.isoformat() if bek.created else None)]
     text = decode_text(data)
     if text is None:
@@ -402,10 +411,11 @@ def _from_csv(text: str, name: str) -> list[KeyringEntry] | None:
             if guid is None and key_id is None:  # AD: CN=<date>{<recovery GUID>},CN=<computer>
                 guid = _parse_guid_text(cell("dn"))
             entries.append(KeyringEntry(
-                "recovery-password", rp, name, f"row {number}", guid=guid, key_id=key_id,
+                SecretKind.RECOVERY_PASSWORD, rp, name, f"row {number}", guid=guid, key_id=key_id,
                 device=cell("device"), created=cell("date"),
                 volume_guid=_parse_guid_text(cell("volume_guid")),
-                volume_type=cell("volume_type"), device_id=cell("device_id"), format="csv"))
+                volume_type=cell("volume_type"), device_id=cell("device_id"),
+                format=EscrowFormat.CSV))
         return entries
     return None
 
@@ -446,24 +456,25 @@ def _from_json(doc: Any, name: str) -> list[KeyringEntry]:
     for entry_name, rec in _json_records(doc):
         ad_rp = _ci(rec, "msFVE-RecoveryPassword")
         if ad_rp is not None or _ci(rec, "msFVE-KeyPackage") is not None:
-            entry = _ad_entry(rec, name, entry_name, "ad-json")
+            entry = _ad_entry(rec, name, entry_name, EscrowFormat.AD_JSON)
         else:
             rp = _normalise_rp(_ci(rec, "key", "recoveryKey", "recoveryPassword", "password"))
             if rp is None:
                 continue
             guid, key_id = _identify(_ci(rec, "id", "keyId", "recoveryKeyId", "identifier"))
             entry = KeyringEntry(
-                "recovery-password", rp, name, entry_name, guid=guid, key_id=key_id,
+                SecretKind.RECOVERY_PASSWORD, rp, name, entry_name, guid=guid, key_id=key_id,
                 device=_ci(rec, "deviceName", "computerName", "device"),
                 created=_ci(rec, "createdDateTime", "created", "date"),
                 volume_type=_ci(rec, "volumeType"), device_id=_ci(rec, "deviceId"),
-                format="graph-json")
+                format=EscrowFormat.GRAPH_JSON)
         if entry is not None:
             entries.append(entry)
     return entries
 
 
-def _ad_entry(rec: dict[str, Any], name: str, entry_name: str, fmt: str) -> KeyringEntry | None:
+def _ad_entry(rec: dict[str, Any], name: str, entry_name: str, fmt: EscrowFormat
+              ) -> KeyringEntry | None:
     rp = _normalise_rp(_ci(rec, "msFVE-RecoveryPassword"))
     guid = _parse_guid_binary(_ci(rec, "msFVE-RecoveryGuid"))
     dn = _ci(rec, "dn", "distinguishedName", "DistinguishedName")
@@ -472,7 +483,7 @@ def _ad_entry(rec: dict[str, Any], name: str, entry_name: str, fmt: str) -> Keyr
     package = _parse_binary(_ci(rec, "msFVE-KeyPackage"))
     if rp is None and package is None:
         return None
-    kind = "recovery-password" if rp is not None else "key-package"
+    kind = SecretKind.RECOVERY_PASSWORD if rp is not None else SecretKind.KEY_PACKAGE
     device = None
     if isinstance(dn, str):
         # CN=<date>{GUID},CN=<computer>,OU=...: the parent CN is the computer.
@@ -541,7 +552,7 @@ def _ldif_records(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
 def _from_ldif(text: str, name: str) -> list[KeyringEntry]:
     entries: list[KeyringEntry] = []
     for number, rec in _ldif_records(text):
-        entry = _ad_entry(rec, name, f"line {number}", "ldif")
+        entry = _ad_entry(rec, name, f"line {number}", EscrowFormat.LDIF)
         if entry is not None:
             entries.append(entry)
     return entries
@@ -568,14 +579,10 @@ def _from_text(text: str, name: str) -> list[KeyringEntry]:
         before = [i for i in ids if i[0] < m.start()]
         guid, key_id = (before[-1][1], before[-1][2]) if before else (file_guid, None)
         line = text.count("\n", 0, m.start()) + 1
-        entries.append(KeyringEntry("recovery-password", rp, name, f"line {line}", guid=guid,
-                                    key_id=key_id, format="text"))
+        entries.append(KeyringEntry(SecretKind.RECOVERY_PASSWORD, rp, name, f"line {line}",
+                                    guid=guid, key_id=key_id, format=EscrowFormat.TEXT))
     return entries
 
 
-def matches_volume(entry: KeyringEntry, protectors: Iterable[Protector]) -> bool:
-    return any(entry.match(p) is not None for p in protectors)
-
-
-__all__ = ["COLUMNS", "Keyring", "KeyringEntry", "decode_text", "load_keyring",
-           "matches_volume", "parse_escrow", "read_escrow_file"]
+__all__ = ["COLUMNS", "EscrowFormat", "Keyring", "KeyringEntry", "decode_text", "load_keyring",
+           "parse_escrow", "read_escrow_file"]

@@ -1,13 +1,20 @@
-"""bek: split from bdekit.protectors (TODO docstring)."""
+"""Startup key and recovery key files (``{GUID}.BEK``).
+
+A BEK file is a 48-byte dataset header (as in a metadata copy: total size, version, header size
+48, copy size, GUID, nonce counter, method, creation FILETIME) followed by the datums; among
+them an external key datum (type 9: key GUID, modification FILETIME, nested datums) whose nested
+key datum (type 1) holds the 32-byte key, used as is (no stretching). The key's GUID is the GUID
+of the startup-key protector it opens, which is also how Windows names the file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 
 from bdekit.errors import (
     FormatError,
@@ -17,8 +24,9 @@ from bdekit.format import structs
 from bdekit.format.constants import (
     DatumType,
 )
+from bdekit.format.filetime import filetime_to_datetime
 from bdekit.format.guid import key_id
-from bdekit.format.metadata import filetime_to_datetime, parse_datums, parse_struct
+from bdekit.format.metadata import parse_datums, parse_struct
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +36,7 @@ class BekFile:
     guid: uuid.UUID
     key: bytes = dataclasses.field(repr=False)
     path: str
-    created: Any = None
+    created: dt.datetime | None = None
 
     @property
     def key_id(self) -> str:

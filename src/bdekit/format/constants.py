@@ -137,3 +137,46 @@ def enum_label(enum_cls: type[enum.IntEnum], value: int) -> str:
         return f"unknown(0x{value:04x})"
     label = getattr(member, "label", None)
     return label if isinstance(label, str) else member.name.lower()
+
+
+class KeyType(enum.IntEnum):
+    """Key type (u16) of a key datum (type 1) and of a use key datum (type 4): the key's purpose.
+
+    Values as Windows 10 writes them (checked on the images of ``../shared/real-images``).  The
+    FVEK's key datum carries the encryption method (:class:`EncryptionMethod`) instead.
+    """
+
+    #: The 16-byte recovery key of a recovery password, escrowed under the VMK.
+    RECOVERY_KEY = 0x1000
+    #: The clear key of a suspended volume (clear-key protector, stored in the clear).
+    CLEAR = 0x2000
+    #: The external key of a startup key protector / BEK file (and its use key datum).
+    EXTERNAL = 0x2002
+    #: The VMK, wrapped under a protector key.
+    VMK = 0x2003
+    #: The SHA-256 of a metadata block (the validation datum after each copy).
+    VALIDATION = 0x2005
+    #: The use key datum of a certificate (smart card) protector (format notes, section 10).
+    CERTIFICATE_ESCROW = 0x2006
+    #: The stretched key of a password protector, escrowed under the VMK.
+    PASSWORD_ESCROW = 0x2007
+    #: The stretched key of a recovery password protector, escrowed under the VMK.
+    RECOVERY_ESCROW = 0x2008
+
+
+class StretchType(enum.IntEnum):
+    """Key type (u16) of a stretch key datum (type 3): which secret is stretched."""
+
+    RECOVERY_PASSWORD = 0x1000
+    PASSWORD = 0x1001
+
+
+class EscrowRole(enum.IntEnum):
+    """Roles of the AES-CCM datums nested in a recovery password's stretch key datum: the copies
+    Windows escrows under the VMK.  Nested roles only (not in :class:`DatumRole`, whose labels
+    name top-level datums)."""
+
+    #: The 16-byte recovery key (key type :attr:`KeyType.RECOVERY_KEY`).
+    RECOVERY_KEY = 18
+    #: The stretched key (key type :attr:`KeyType.RECOVERY_ESCROW`).
+    STRETCHED_KEY = 19

@@ -20,16 +20,16 @@ absence of any usable copy does (:class:`~bdekit.errors.MetadataError`).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
+import enum
 import logging
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from construct import ConstructError, Container
+from construct import Construct, ConstructError, Container
 
-from bdekit.errors import BdeError, FormatError, MetadataError, NotBitLockerError
+from bdekit.errors import BdeError, FormatError, NotBitLockerError
 from bdekit.format import structs
 from bdekit.format.constants import (
     BITLOCKER_GUID,
@@ -45,15 +45,11 @@ from bdekit.format.constants import (
 
 log = logging.getLogger(__name__)
 
-#: Reserved region of each v2 metadata copy (reads as zeros in the decrypted volume).
-V2_METADATA_REGION = 0x10000
-#: v1 (Vista) copies reserve 16 KiB rounded up to the cluster size.
-V1_METADATA_REGION = 0x4000
 #: Largest metadata block we accept (v2 size field is u16 in 16-byte units).
 MAX_BLOCK_SIZE = 0xFFFF * 16
 
 #: Where nested datums start inside a datum of each type (8-byte header included).
-NESTED_OFFSET = {
+NESTED_OFFSET: dict[int, int] = {
     DatumType.VOLUME_MASTER_KEY: 36,
     DatumType.EXTERNAL_KEY: 32,
     DatumType.STRETCH_KEY: 28,
@@ -62,32 +58,51 @@ NESTED_OFFSET = {
 
 ReadFn = Callable[[int, int], bytes]
 
-
-def filetime_to_datetime(value: int) -> dt.datetime | None:
-    """FILETIME (100 ns ticks since 1601) to an aware UTC datetime; None for 0 / out of range."""
-    if not value:
-        return None
-    try:
-        return dt.datetime(1601, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=value // 10)
-    except OverflowError:
-        return None
+#: What parsing with construct raises for bytes that do not fit a structure (adapters such as
+#: the GUID one raise ValueError; an out-of-range integer OverflowError).
+PARSE_ERRORS = (ConstructError, ValueError, OverflowError)
 
 
-def datetime_to_filetime(value: dt.datetime) -> int:
-    delta = value - dt.datetime(1601, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86400 + delta.seconds) * 10_000_000 + delta.microseconds * 10
+class HeaderKind(enum.StrEnum):
+    """Which BitLocker volume header sector 0 holds."""
+
+    VISTA = "vista"  # no GUID record; metadata version 1
+    WIN7 = "win7"  # BitLocker GUID record at offset 160 (Windows 7 and later)
+    EOW = "eow"  # used-space-only (encrypt-on-write) GUID record
+    TOGO = "togo"  # BitLocker To Go: FAT32-style header, GUID record at offset 424
 
 
-def parse_struct(struct: Any, data: bytes, what: str, offset: int,
+class MetadataSource(enum.StrEnum):
+    """Where the metadata that serves was found."""
+
+    VOLUME = "volume"  # the copies the volume header names
+    SCAN = "scan"  # copies found by searching the image for their signature
+    KEY_PACKAGE = "key package"  # the copy a key package carries
+
+
+class CopyIntegrity(enum.StrEnum):
+    """A copy's SHA-256 integrity check (needs the VMK, so known only after unlocking)."""
+
+    UNCHECKED = "unchecked"  # not unlocked yet
+    OK = "ok"  # the block's SHA-256 equals the digest its validation datum holds
+    MISMATCH = "mismatch"  # it does not, or the validation datum does not open
+    UNAVAILABLE = "unavailable"  # no VMK, or no validation datum to check against
+
+
+def parse_struct(struct: Construct, data: bytes, what: str, offset: int,
                  path: str | None = None) -> Container:
     """Parse ``data`` with ``struct``; construct errors become FormatError naming the offset."""
     try:
         result = struct.parse(data)
-    except (ConstructError, ValueError, OverflowError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FormatError(f"unable to read {what}: {detail}", path=path, offset=offset) from None
+    except PARSE_ERRORS as exc:
+        raise FormatError(f"unable to read {what}: {_parse_detail(exc)}", path=path,
+                          offset=offset) from None
     log.debug("parsed %s at offset %d (0x%x)", what, offset, offset)
     return result
+
+
+def _parse_detail(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,11 +189,37 @@ def parse_datum(data: bytes, offset: int, path: str | None = None) -> Datum:
         raise FormatError(f"datum size {size} is out of bounds (8..{len(data)})", path=path,
                           offset=offset)
     raw = bytes(data[:size])
-    obj = parse_struct(structs.DATUM, raw, "datum", offset, path)
+    try:
+        obj = structs.DATUM.parse(raw)
+    except PARSE_ERRORS as exc:
+        inner = failing_datum_offset(raw, offset)
+        where = "" if inner == offset else f" nested in the datum at offset {offset}"
+        raise FormatError(f"unable to read datum{where}: {_parse_detail(exc)}", path=path,
+                          offset=inner) from None
     datum = Datum.from_container(obj, offset, raw)
-    log.debug("datum at %d: type %s role %s size %d", offset, datum.type_name, datum.role_name,
-              size)
+    log.debug("parsed datum at offset %d (0x%x): type %s role %s size %d", offset, offset,
+              datum.type_name, datum.role_name, size)
     return datum
+
+
+def failing_datum_offset(raw: bytes, offset: int) -> int:
+    """Offset of the innermost datum that does not parse, in a datum ``raw`` (at ``offset``)
+    that does not: a nested datum that fails on its own, else the datum itself."""
+    nested = NESTED_OFFSET.get(int.from_bytes(raw[4:6], "little"))
+    if nested is None:
+        return offset
+    pos = nested
+    while pos + 8 <= len(raw):
+        size = int.from_bytes(raw[pos:pos + 2], "little")
+        if size < 8 or pos + size > len(raw):
+            return offset + pos  # this child's size field is what breaks the parent
+        child = raw[pos:pos + size]
+        try:
+            structs.DATUM.parse(child)
+        except PARSE_ERRORS:
+            return failing_datum_offset(child, offset + pos)
+        pos += size
+    return offset
 
 
 def parse_datums(data: bytes, offset: int, path: str | None = None) -> list[Datum]:
@@ -201,7 +242,7 @@ def parse_datums(data: bytes, offset: int, path: str | None = None) -> list[Datu
 
 @dataclasses.dataclass
 class VolumeHeader:
-    kind: str  # "vista", "win7", "eow", "togo"
+    kind: HeaderKind
     oem_id: bytes
     bytes_per_sector: int
     sectors_per_cluster: int
@@ -216,7 +257,31 @@ class VolumeHeader:
 
     @property
     def version(self) -> int:
-        return 1 if self.kind == "vista" else 2
+        return 1 if self.kind == HeaderKind.VISTA else 2
+
+    @property
+    def stand_in(self) -> bool:
+        """Whether this header stands in for a lost one (made up, no sector read)."""
+        return not self.raw
+
+    def with_sector_size(self, sector_size: int) -> VolumeHeader:
+        return dataclasses.replace(self, bytes_per_sector=sector_size)
+
+
+def stand_in_header(version: int, metadata_offsets: Iterable[int], *,
+                    eow_offsets: Iterable[int] = (), sector_size: int = 512,
+                    sectors_per_cluster: int = 8, kind: str = "") -> VolumeHeader:
+    """The header that stands in for a lost volume header, from what a metadata block header
+    (found by a scan) or a key package records.  Unless given, the kind follows the metadata
+    version (1: Vista) and whether EOW information blocks are known; the sector size is a
+    guess unless a package records it (the repair confirms it on the boot sector)."""
+    eow = [int(o) for o in eow_offsets][:2]
+    if not kind:
+        kind = HeaderKind.VISTA if version == 1 else (HeaderKind.EOW if eow else HeaderKind.WIN7)
+    return VolumeHeader(kind=HeaderKind(kind), oem_id=b"", bytes_per_sector=sector_size,
+                        sectors_per_cluster=sectors_per_cluster,
+                        metadata_offsets=[int(o) for o in metadata_offsets], eow_offsets=eow,
+                        guid_record_offset=None, raw=b"")
 
 
 def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
@@ -232,11 +297,11 @@ def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
     oem = bytes(prefix.oem_id)
     record_at = -1
     record: Container | None = None
-    kind = ""
-    for guid, name in ((EOW_GUID, "eow"), (BITLOCKER_GUID, "win7")):
+    kind = HeaderKind.WIN7
+    for guid, name in ((EOW_GUID, HeaderKind.EOW), (BITLOCKER_GUID, HeaderKind.WIN7)):
         record_at = sector.find(guid.bytes_le)
         if record_at != -1:
-            layout = structs.EOW_GUID_RECORD if name == "eow" else structs.GUID_RECORD
+            layout = structs.EOW_GUID_RECORD if name == HeaderKind.EOW else structs.GUID_RECORD
             if record_at + layout.sizeof() > 512:
                 continue
             record = layout.parse(sector[record_at:])
@@ -252,7 +317,7 @@ def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
                           "1024, 2048 or 4096", path=path, offset=11)
     if record is not None:
         if oem == b"MSWIN4.1" or record_at == structs.TOGO_GUID_RECORD_OFFSET:
-            kind = "togo" if kind == "win7" else kind
+            kind = HeaderKind.TOGO if kind == HeaderKind.WIN7 else kind
         offsets = [int(o) for o in record.metadata_offsets]
         eow = [int(o) for o in record.get("eow_offsets", [])]
         return VolumeHeader(kind, oem, bps, spc, offsets, eow, record_at, sector)
@@ -261,7 +326,7 @@ def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
             raise FormatError(f"Vista BitLocker header has sectors per cluster {spc}, expected a "
                               "power of two", path=path, offset=13)
         first = prefix.metadata_lcn * bps * spc
-        return VolumeHeader("vista", oem, bps, spc, [first], [], None, sector)
+        return VolumeHeader(HeaderKind.VISTA, oem, bps, spc, [first], [], None, sector)
     raise NotBitLockerError("no BitLocker volume header (expected OEM '-FVE-FS-' or a BitLocker "
                             "GUID record)", path=path, offset=0)
 
@@ -282,7 +347,7 @@ class MetadataCopy:
     block: bytes = b""  # the padded block the CRC and SHA-256 cover
     crc_ok: bool = False
     validation: Datum | None = None  # AES-CCM datum holding SHA-256(block)
-    integrity: str = "unchecked"  # after unlocking: "ok", "mismatch", "unavailable"
+    integrity: CopyIntegrity = CopyIntegrity.UNCHECKED  # known after unlocking
 
     @property
     def usable(self) -> bool:
@@ -309,10 +374,17 @@ def read_metadata_copy(read: ReadFn, offset: int, index: int, path: str | None =
     try:
         _read_copy_into(copy, read, path, image_size)
     except BdeError as exc:
-        copy.status = exc.message
+        copy.status = _damage_status(exc, offset)
         copy.dataset_header = None
-        log.debug("metadata copy %d at offset %d unusable: %s", index, offset, exc.message)
+        log.debug("metadata copy %d at offset %d unusable: %s", index, offset, copy.status)
     return copy
+
+
+def _damage_status(exc: BdeError, copy_offset: int) -> str:
+    """Why a copy is unusable, keeping where inside it the damage lies (a datum, a field)."""
+    if exc.offset is None or exc.offset == copy_offset:
+        return exc.message
+    return f"{exc.message} (at offset {exc.offset}, +{exc.offset - copy_offset} in the copy)"
 
 
 def _read_copy_into(copy: MetadataCopy, read: ReadFn, path: str | None,
@@ -331,10 +403,11 @@ def _read_copy_into(copy: MetadataCopy, read: ReadFn, path: str | None,
     header = parse_struct(structs.FVE_BLOCK_HEADER, head, "FVE metadata block header", offset,
                           path)
     if header.version not in (1, 2):
-        raise FormatError(f"metadata block version {header.version} is not 1 or 2")
+        raise FormatError(f"metadata block version {header.version} is not 1 or 2",
+                          offset=offset + 10)
     size = block_size_of(header)
     if not 64 + 48 <= size <= MAX_BLOCK_SIZE:
-        raise FormatError(f"metadata block size {size} is out of bounds")
+        raise FormatError(f"metadata block size {size} is out of bounds", offset=offset + 8)
     data = read(offset, size + 8)
     if len(data) < size + 8:
         raise FormatError("truncated metadata block")
@@ -342,9 +415,11 @@ def _read_copy_into(copy: MetadataCopy, read: ReadFn, path: str | None,
     dataset = parse_struct(structs.DATASET_HEADER, block[64:112], "dataset header", offset + 64,
                            path)
     if not 48 <= dataset.size <= size - 64:
-        raise FormatError(f"dataset size {dataset.size} does not fit the block ({size - 64})")
+        raise FormatError(f"dataset size {dataset.size} does not fit the block ({size - 64})",
+                          offset=offset + 64)
     if dataset.header_size != 48:
-        raise FormatError(f"dataset header size {dataset.header_size}, expected 48")
+        raise FormatError(f"dataset header size {dataset.header_size}, expected 48",
+                          offset=offset + 72)
     validation = parse_struct(structs.VALIDATION_HEADER, data[size:size + 8],
                               "metadata validation header", offset + size, path)
     copy.block_header = header
@@ -352,12 +427,13 @@ def _read_copy_into(copy: MetadataCopy, read: ReadFn, path: str | None,
     copy.crc_ok = validation.crc32 == zlib.crc32(block)
     copy.datums = parse_datums(block[112:64 + dataset.size], offset + 112, path)
     copy.dataset_header = dataset
-    if copy.crc_ok:
-        more = read(offset + size + 8, 0x200)
-        try:
-            copy.validation = parse_datum(more, offset + size + 8, path)
-        except FormatError:
-            copy.validation = None
+    # the validation datum is read whatever the CRC says: it may be intact when the damage
+    # lies elsewhere, and only the VMK can tell (its AES-CCM MAC)
+    more = read(offset + size + 8, 0x200)
+    try:
+        copy.validation = parse_datum(more, offset + size + 8, path)
+    except FormatError:
+        copy.validation = None
     copy.status = "ok" if copy.crc_ok else "crc mismatch"
 
 
@@ -368,7 +444,17 @@ class Metadata:
     header: VolumeHeader
     copies: list[MetadataCopy]
     best: MetadataCopy
-    source: str = "volume"  # "volume", "scan" or "key package"
+    source: MetadataSource = MetadataSource.VOLUME
+    #: the byte-wise majority of the copies, parsed (index 0), when at least two were read
+    vote_copy: MetadataCopy | None = None
+    #: where the copies disagreed and what the majority chose (report: metadata_decisions)
+    vote_decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: some byte had no majority (all copies differ there, or two copies disagree)
+    vote_undecided: bool = False
+    #: after unlocking: "verified", "unverified" or "unavailable" (bdekit.unlock.integrity)
+    trust: str = "unchecked"
+    #: every decision taken about the copies, for the report
+    decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def block_header(self) -> Container:
@@ -398,7 +484,8 @@ class Metadata:
 
     @property
     def volume_guid(self) -> uuid.UUID:
-        return self.dataset.volume_guid  # type: ignore[no-any-return]
+        guid: uuid.UUID = self.dataset.volume_guid
+        return guid
 
     @property
     def state(self) -> int:
@@ -432,44 +519,3 @@ class Metadata:
             return int(datum.body.offset), int(datum.body.size)
         sectors = int(self.block_header.virtualized_sectors)
         return int(self.block_header.virtualized_offset), sectors * self.header.bytes_per_sector
-
-
-def choose_copy(copies: list[MetadataCopy]) -> MetadataCopy | None:
-    """First copy whose CRC holds; else the first that parses."""
-    for copy in copies:
-        if copy.crc_ok and copy.usable:
-            return copy
-    for copy in copies:
-        if copy.usable:
-            return copy
-    return None
-
-
-def read_metadata(read: ReadFn, path: str | None = None,
-                  image_size: int | None = None) -> Metadata:
-    """Read the volume header and every metadata copy; raise if none is usable."""
-    header = parse_volume_header(read(0, 512), path)
-    log.debug("volume header: %s, metadata offsets %s", header.kind, header.metadata_offsets)
-    copies: list[MetadataCopy] = []
-    offsets = list(header.metadata_offsets)
-    if header.kind == "vista":
-        first = read_metadata_copy(read, offsets[0], 1, path, image_size)
-        copies.append(first)
-        if first.block_header is not None:
-            offsets = [int(o) for o in first.block_header.metadata_offsets]
-        else:
-            offsets = [*offsets, 0, 0]
-        for index, off in enumerate(offsets[1:], start=2):
-            copies.append(read_metadata_copy(read, off, index, path, image_size))
-    else:
-        for index, off in enumerate(offsets, start=1):
-            copies.append(read_metadata_copy(read, off, index, path, image_size))
-    best = choose_copy(copies)
-    if best is None:
-        reasons = "; ".join(f"copy {c.index} at {c.offset}: {c.status}" for c in copies)
-        raise MetadataError(f"no usable BitLocker metadata ({reasons})", path=path)
-    for copy in copies:
-        if copy is not best and copy.status != "ok":
-            log.warning("metadata copy %d at offset %d: %s (copy %d serves)", copy.index,
-                        copy.offset, copy.status, best.index)
-    return Metadata(header=header, copies=copies, best=best)

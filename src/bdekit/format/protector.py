@@ -1,8 +1,16 @@
-"""protector: split from bdekit.protectors (TODO docstring)."""
+"""Key protectors as the metadata lists them: one VMK datum (type 8, role 2) per protector.
+
+A VMK datum holds the protector GUID (the key ID helpdesks match on), a modification FILETIME,
+the protection type (recovery password, password, startup key, TPM..., certificate) and nested
+datums: a stretch key (salt) for passwords, the VMK wrapped by AES-CCM under the protector's
+key, a description string, and for certificate protectors a public key info datum naming the
+certificate. :class:`Protector` reads those; unwrapping the VMK is :mod:`bdekit.unlock.vmk`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -14,8 +22,9 @@ from bdekit.format.constants import (
     ProtectionType,
     enum_label,
 )
+from bdekit.format.filetime import filetime_to_datetime
 from bdekit.format.guid import key_id
-from bdekit.format.metadata import Datum, Metadata, filetime_to_datetime
+from bdekit.format.metadata import Datum, Metadata
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +39,8 @@ class Protector:
 
     @property
     def guid(self) -> uuid.UUID:
-        return self.datum.body.guid  # type: ignore[no-any-return]
+        guid: uuid.UUID = self.datum.body.guid
+        return guid
 
     @property
     def key_id(self) -> str:
@@ -45,7 +55,7 @@ class Protector:
         return enum_label(ProtectionType, self.protection)
 
     @property
-    def modified(self) -> Any:
+    def modified(self) -> dt.datetime | None:
         return filetime_to_datetime(self.datum.body.modified_time)
 
     @property
@@ -96,6 +106,32 @@ class Protector:
 
 
 def protectors_of(metadata: Metadata) -> list[Protector]:
+    """The protectors of the copy that serves (what ``info`` lists)."""
     return [Protector(d) for d in metadata.find_all(DatumType.VOLUME_MASTER_KEY,
                                                     DatumRole.VOLUME_MASTER_KEY)]
+
+
+def datum_versions(metadata: Metadata, type_: int, role: int) -> list[Datum]:
+    """Every distinct version of the datums of ``type_`` / ``role`` across the copies: the
+    serving copy's first, then the other copies' and the majority's where their bytes differ
+    (a datum damaged in one copy may be intact in another; AES-CCM tells which)."""
+    seen: set[bytes] = set()
+    out: list[Datum] = []
+    sources = [metadata.best, *metadata.copies]
+    if metadata.vote_copy is not None:
+        sources.append(metadata.vote_copy)
+    for copy in sources:
+        if not copy.usable:
+            continue
+        for datum in copy.datums:
+            if datum.type == type_ and datum.role == role and datum.raw not in seen:
+                seen.add(datum.raw)
+                out.append(datum)
+    return out
+
+
+def protector_versions(metadata: Metadata) -> list[Protector]:
+    """Every distinct version of every protector across the copies (see datum_versions)."""
+    return [Protector(d) for d in datum_versions(metadata, DatumType.VOLUME_MASTER_KEY,
+                                                 DatumRole.VOLUME_MASTER_KEY)]
 

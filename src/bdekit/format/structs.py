@@ -32,7 +32,6 @@ EOW (used-space-only) structures
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from construct import (
     Adapter,
@@ -60,14 +59,14 @@ from construct import (
 from bdekit.format.constants import FVE_SIGNATURE, DatumType
 
 
-class GuidAdapter(Adapter):  # type: ignore[misc]
+class GuidAdapter(Adapter):
     """16 bytes in Microsoft mixed-endian order <-> ``uuid.UUID``."""
 
-    def _decode(self, obj: bytes, context: Any, path: str) -> uuid.UUID:
+    def _decode(self, obj: bytes, context: object, path: str) -> uuid.UUID:
         return uuid.UUID(bytes_le=bytes(obj))
 
-    def _encode(self, obj: uuid.UUID, context: Any, path: str) -> bytes:
-        return obj.bytes_le
+    def _encode(self, obj: uuid.UUID | str, context: object, path: str) -> bytes:
+        return (obj if isinstance(obj, uuid.UUID) else uuid.UUID(str(obj))).bytes_le
 
 
 Guid = GuidAdapter(Bytes(16))
@@ -172,13 +171,6 @@ VALIDATION_HEADER = Struct(
 # Datums
 # --------------------------------------------------------------------------------------------
 
-DATUM_HEADER = Struct(
-    "size" / Int16ul,
-    "role" / Int16ul,
-    "type" / Int16ul,
-    "version" / Int16ul,
-)
-
 #: Nested datums fill the rest of their parent's body exactly.
 NESTED = "datums" / GreedyRange(LazyBound(lambda: DATUM))
 
@@ -222,7 +214,7 @@ _BODIES: dict[int, Construct] = {
 }
 
 #: One datum: the size field counts the whole datum, so the body is ``size - 8`` bytes.
-DATUM = Prefixed(
+DATUM: Construct = Prefixed(
     ExprAdapter(Int16ul, decoder=lambda obj, ctx: obj - 2, encoder=lambda obj, ctx: obj + 2),
     Struct(
         "role" / Int16ul,
@@ -295,7 +287,6 @@ __all__ = [
     "BOOT_SECTOR_PREFIX",
     "DATASET_HEADER",
     "DATUM",
-    "DATUM_HEADER",
     "DATUM_LIST",
     "EOW_BITMAP_BLOCK",
     "EOW_BITMAP_RECORD",

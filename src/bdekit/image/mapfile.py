@@ -32,9 +32,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from bdekit._version import __version__
 from bdekit.errors import UsageError
+from bdekit.image.files import write_atomic
+from bdekit.image.ranges import merge_intervals, merge_labelled
 
 STATUS_CHARS = "?*/-+"
 FINISHED = "+"
@@ -77,18 +80,7 @@ class Mapfile:
             pos = max(pos, block.end)
         if domain_size is not None and domain_size > pos:
             out.append((pos, domain_size - pos, "?"))
-        return _merge_status(out)
-
-
-def _merge_status(ranges: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
-    out: list[tuple[int, int, str]] = []
-    for pos, size, status in sorted(ranges):
-        if out and out[-1][0] + out[-1][1] >= pos and out[-1][2] == status:
-            last = out[-1]
-            out[-1] = (last[0], max(last[0] + last[1], pos + size) - last[0], status)
-        else:
-            out.append((pos, size, status))
-    return out
+        return merge_labelled(out)
 
 
 def _int(text: str, path: str, lineno: int) -> int:
@@ -142,23 +134,15 @@ def read_mapfile(path: str | os.PathLike[str]) -> Mapfile:
     return parse_mapfile(text, os.fspath(path))
 
 
-def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sort and merge overlapping or touching ``(offset, length)`` ranges."""
-    out: list[tuple[int, int]] = []
-    for off, length in sorted(r for r in ranges if r[1] > 0):
-        if out and out[-1][0] + out[-1][1] >= off:
-            start = out[-1][0]
-            out[-1] = (start, max(start + out[-1][1], off + length) - start)
-        else:
-            out.append((off, length))
-    return out
+#: kept under its old name for the callers of ``bdekit.image.mapfile.merge_ranges``
+merge_ranges = merge_intervals
 
 
 def blocks_from_bad(size: int, bad: Sequence[tuple[int, int]]) -> list[Block]:
     """Cover ``[0, size)``: ``-`` for the (merged, clipped) bad ranges, ``+`` elsewhere."""
     blocks: list[Block] = []
     pos = 0
-    for off, length in merge_ranges(bad):
+    for off, length in merge_intervals(bad):
         off = max(0, off)
         end = min(size, off + length)
         if end <= off:
@@ -172,39 +156,43 @@ def blocks_from_bad(size: int, bad: Sequence[tuple[int, int]]) -> list[Block]:
     return blocks
 
 
-def format_mapfile(size: int, bad: Sequence[tuple[int, int]], *, command: str = "",
-                   started: dt.datetime | None = None) -> str:
-    """A finished ddrescue mapfile over ``[0, size)`` with ``bad`` marked ``-``."""
-    from bdekit._version import __version__
+#: The comment of the mapfiles ``repair`` writes.
+RECOVERY_NOTE = "Areas marked '-' could not be recovered: their bytes in the output are zeros."
 
-    now = dt.datetime.now().astimezone()
-    lines = [f"# Mapfile. Created by bdekit {__version__} (GNU ddrescue mapfile format)",
-             "# Areas marked '-' could not be recovered: their bytes in the output are zeros."]
+
+def format_mapfile(size: int, bad: Sequence[tuple[int, int]], *, command: str = "",
+                   started: dt.datetime | None = None, creator: str = "",
+                   note: str = RECOVERY_NOTE, dated: bool = True, current_pos: int = 0) -> str:
+    """A finished ddrescue mapfile over ``[0, size)`` with ``bad`` marked ``-``, the rest ``+``.
+
+    The comment lines name the ``creator`` (default: this bdekit version), say what ``-``
+    means (``note``), and give the ``command`` and ``started`` when known; ``dated`` adds the
+    current time and ``# Finished`` as ddrescue does (off for reproducible files)."""
+    lines = [f"# Mapfile. Created by {creator or 'bdekit ' + __version__} "
+             "(GNU ddrescue mapfile format)",
+             f"# {note}"]
     if command:
         lines.append(f"# Command line: {command}")
     if started is not None:
         lines.append(f"# Start time:   {started:%Y-%m-%d %H:%M:%S}")
-    lines.append(f"# Current time: {now:%Y-%m-%d %H:%M:%S}")
-    lines.append("# Finished")
+    if dated:
+        lines.append(f"# Current time: {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S}")
+        lines.append("# Finished")
     lines.append("# current_pos  current_status  current_pass")
-    lines.append(f"0x{0:08X}     +               1")
+    lines.append(f"0x{current_pos:08X}     {FINISHED}               1")
     lines.append("#      pos        size  status")
     for block in blocks_from_bad(size, bad):
         lines.append(f"0x{block.pos:08X}  0x{block.size:08X}  {block.status}")
     return "\n".join(lines) + "\n"
 
 
-def write_mapfile(path: str | os.PathLike[str], size: int, bad: Sequence[tuple[int, int]],
-                  **kwargs: object) -> None:
-    """Write :func:`format_mapfile` atomically (temporary name, fsync, rename)."""
-    text = format_mapfile(size, bad, **kwargs)  # type: ignore[arg-type]
-    tmp = os.fspath(path) + ".tmp"
-    with open(tmp, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def write_mapfile(path: str | os.PathLike[str], size: int, bad: Sequence[tuple[int, int]], *,
+                  command: str = "", started: dt.datetime | None = None) -> None:
+    """Write the mapfile ``repair`` produces (:func:`format_mapfile`) atomically; characters
+    of the command line outside ASCII are written as backslash escapes."""
+    text = format_mapfile(size, bad, command=command, started=started)
+    write_atomic(path, text.encode("ascii", "backslashreplace"))
 
 
-__all__ = ["BAD", "FINISHED", "Block", "Mapfile", "blocks_from_bad", "format_mapfile",
-           "merge_ranges", "parse_mapfile", "read_mapfile", "write_mapfile"]
+__all__ = ["BAD", "FINISHED", "RECOVERY_NOTE", "Block", "Mapfile", "blocks_from_bad",
+           "format_mapfile", "merge_ranges", "parse_mapfile", "read_mapfile", "write_mapfile"]

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import uuid
 import zlib
-from typing import Any
 
 from construct import (
-    Adapter,
     Array,
     Bytes,
     Const,
     ConstructError,
+    Container,
     Int8ul,
     Int16ul,
     Int32ul,
@@ -39,7 +37,8 @@ from construct import (
 )
 
 from bdekit.errors import FormatError, UsageError
-from bdekit.image.sources import ImageSource
+from bdekit.format.structs import Guid
+from bdekit.image.imagesource import ImageSource
 
 __all__ = [
     "GPT_ENTRY",
@@ -57,18 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-
-class GuidAdapter(Adapter):
-    """16 bytes in the mixed-endian Microsoft layout <-> :class:`uuid.UUID`."""
-
-    def _decode(self, obj: bytes, context: object, path: object) -> uuid.UUID:
-        return uuid.UUID(bytes_le=bytes(obj))
-
-    def _encode(self, obj: uuid.UUID | str, context: object, path: object) -> bytes:
-        return (obj if isinstance(obj, uuid.UUID) else uuid.UUID(str(obj))).bytes_le
-
-
-Guid = GuidAdapter(Bytes(16))
 
 #: One of the four 16-byte entries of an MBR or EBR.
 MBR_ENTRY = Struct(
@@ -360,7 +347,7 @@ def _make_mbr_partition(source: ImageSource, index: int, type_code: int, start_l
                      truncated=truncated)
 
 
-def _guess_mbr_sector_size(source: ImageSource, mbr: Any) -> int:
+def _guess_mbr_sector_size(source: ImageSource, mbr: Container) -> int:
     """512, unless no partition start holds a boot record at 512-byte units but one does at
     4096-byte units (an MBR on a 4Kn disk)."""
     starts = [e.lba_first for e in mbr.entries if e.type != MBR_TYPE_EMPTY]
@@ -380,7 +367,7 @@ def _guess_mbr_sector_size(source: ImageSource, mbr: Any) -> int:
     return 512
 
 
-def _read_mbr(source: ImageSource, mbr: Any) -> list[Partition]:
+def _read_mbr(source: ImageSource, mbr: Container) -> list[Partition]:
     sector_size = _guess_mbr_sector_size(source, mbr)
     parts: list[Partition] = []
     extended: list[tuple[int, int]] = []
@@ -468,7 +455,7 @@ class _GptInvalid(Exception):
 
 
 def _parse_gpt_at(source: ImageSource, lba: int, sector_size: int,
-                  expect_current: int) -> tuple[Any, bytes]:
+                  expect_current: int) -> tuple[Container, bytes]:
     """Parse and verify the GPT header at ``lba`` and its entry array."""
     raw = _read(source, lba * sector_size, sector_size)
     if len(raw) < GPT_HEADER_SIZE:
@@ -544,7 +531,7 @@ def _read_gpt(source: ImageSource) -> list[Partition]:
                       "GPT is valid: " + "; ".join(problems), path=source.path)
 
 
-def _gpt_partitions(source: ImageSource, hdr: Any, entries: bytes,
+def _gpt_partitions(source: ImageSource, hdr: Container, entries: bytes,
                     sector_size: int) -> list[Partition]:
     parts: list[Partition] = []
     esize: int = hdr.entry_size

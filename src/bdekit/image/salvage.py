@@ -1,4 +1,18 @@
-"""salvage: split from bdekit.engine (TODO docstring)."""
+"""Reading an image that has unreadable sectors: retry, split, zero-fill and record.
+
+:class:`SalvageSource` wraps the image source under a volume. Its fast path is the plain read
+(one ``pread`` per request); only when that read raises :class:`~bdekit.errors.ReadError` does
+it retry, then split the failing range in halves at sector boundaries down to single sectors;
+a sector that stays unreadable reads as zeros and is recorded as :data:`UNREADABLE`. Ranges
+known to hold no data (the areas an input ddrescue mapfile does not mark rescued) are never
+read: they read as zeros and are recorded with the reason given.
+
+Records are *image* ranges ``(offset, length, reason)``. They go to the sink of the calling
+thread (:meth:`SalvageSource.collect`: the decrypt loop opens one per chunk and maps the
+records to output ranges) or, outside a sink, to :attr:`SalvageSource.outside` (metadata
+reads, scans). :func:`open_salvaged` opens an image this way and positions it on the
+BitLocker volume; :func:`find_salvage` finds the salvage layer under a volume's source.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +20,17 @@ import bisect
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 from bdekit.errors import ReadError
+from bdekit.image import locate
 from bdekit.image.ranges import UNREADABLE
-from bdekit.image.sources import ImageSource
+from bdekit.image.sources import ImageSource, SliceSource, open_source
 
 log = logging.getLogger(__name__)
+
+#: An image range and why it holds no data: ``(offset, length, reason)``.
+Record = tuple[int, int, str]
 
 
 class SalvageSource(ImageSource):
@@ -28,7 +45,7 @@ class SalvageSource(ImageSource):
     :attr:`outside` (reads of metadata, scans...). Offsets are image offsets.
     """
 
-    def __init__(self, inner: ImageSource, *, bad: Sequence[tuple[int, int, str]] = (),
+    def __init__(self, inner: ImageSource, *, bad: Sequence[Record] = (),
                  retries: int = 1, sector: int = 512) -> None:
         super().__init__(inner.path, inner.size, inner.kind)
         self.inner = inner
@@ -44,13 +61,14 @@ class SalvageSource(ImageSource):
             self._bad_ends_max.append(top)
         self._tls = threading.local()
         self._lock = threading.Lock()
-        self.outside: list[tuple[int, int, str]] = []
+        self.outside: list[Record] = []
         self.failed_reads = 0
 
     # -- sinks ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def collect(self) -> Any:
-        sink: list[tuple[int, int, str]] = []
+    def collect(self) -> Iterator[list[Record]]:
+        """Collect the records of the reads made by this thread inside the ``with`` block."""
+        sink: list[Record] = []
         prev = getattr(self._tls, "sink", None)
         self._tls.sink = sink
         try:
@@ -145,14 +163,30 @@ class SalvageSource(ImageSource):
         self._careful(mid, buf[cut:])
 
 
-def find_salvage(source: Any) -> tuple[SalvageSource | None, int]:
+def find_salvage(source: object) -> tuple[SalvageSource | None, int]:
     """The :class:`SalvageSource` under a volume source (through slices) and the volume's
-    offset in it."""
+    offset in it; ``(None, 0)`` when the source does not read through one."""
     base = 0
-    while source is not None:
-        if isinstance(source, SalvageSource):
-            return source, base
-        base += int(getattr(source, "offset", 0)) if hasattr(source, "parent") else 0
-        source = getattr(source, "parent", None)
+    while isinstance(source, SliceSource):
+        base += source.offset
+        source = source.parent
+    if isinstance(source, SalvageSource):
+        return source, base
     return None, 0
 
+
+def open_salvaged(path: str, *, offset: int | None = None, partition: int | None = None,
+                  bad: Sequence[Record] = (), retries: int = 1,
+                  locate_volume: bool = True) -> tuple[ImageSource, SalvageSource, int]:
+    """Open an image through a :class:`SalvageSource`; return (volume source, salvage source,
+    volume offset in the image). ``locate_volume=False`` leaves partition finding to the
+    caller (the volume source is then the whole image)."""
+    salvage = SalvageSource(open_source(path), bad=bad, retries=retries)
+    if not locate_volume:
+        return salvage, salvage, 0
+    try:
+        vsrc: ImageSource = locate.volume_source(salvage, offset=offset, partition=partition)
+    except BaseException:
+        salvage.close()
+        raise
+    return vsrc, salvage, vsrc.offset if isinstance(vsrc, SliceSource) else 0

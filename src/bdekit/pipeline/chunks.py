@@ -1,15 +1,25 @@
-"""chunks: split from bdekit.engine (TODO docstring)."""
+"""Reading one chunk of the decrypted volume, through read errors.
+
+The volume reads its ciphertext through a :class:`~bdekit.image.salvage.SalvageSource`
+wrapped around the image (retry, split down to sectors, zero-fill; areas an input ddrescue
+mapfile marks as not rescued are never read). :class:`ChunkReader` opens a record sink around
+each chunk's read and maps the unreadable *image* ranges to *volume* ranges through the read
+plan (the first sectors of the volume come from the relocated header block, elsewhere in the
+image), widened to whole sectors (one bad byte spoils the whole sector's plaintext); it zeroes
+them in the chunk and returns them as :class:`~bdekit.image.ranges.Damage`.
+
+``repair`` adds ``patches`` (bytes rebuilt from a backup, written over what was read: those
+ranges are no longer damaged) and ``lost`` ranges (known unrecoverable: zeroed and reported in
+every chunk they touch).
+"""
 
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Sequence
-from typing import Any
 
-from bdekit.image.ranges import Damage, _subtract, merge_damage
-from bdekit.image.salvage import SalvageSource, find_salvage
+from bdekit.image.ranges import Damage, merge_damage, subtract_damage
+from bdekit.image.salvage import Record, SalvageSource, find_salvage
 from bdekit.volume.bde import BdeVolume
 from bdekit.volume.planner import RunKind
 
@@ -38,7 +48,6 @@ class ChunkReader:
         self.base = base
         self.patches = sorted(patches)
         self.lost = merge_damage(lost)
-        self.delay = float(os.environ.get("BDEKIT_CHUNK_DELAY", "0") or 0)  # test throttle
 
     def __call__(self, offset: int, buf: memoryview) -> list[Damage]:
         damage: list[Damage] = []
@@ -54,18 +63,16 @@ class ChunkReader:
             lo, hi = max(offset, p_off), min(end, p_off + len(data))
             if lo < hi:
                 buf[lo - offset:hi - offset] = data[lo - p_off:hi - p_off]
-                damage = _subtract(damage, lo, hi)  # rebuilt: no longer damaged
+                damage = subtract_damage(damage, lo, hi)  # rebuilt: no longer damaged
         for item in self.lost:
             lo, hi = max(offset, item.offset), min(end, item.end)
             if lo < hi:
                 buf[lo - offset:hi - offset] = bytes(hi - lo)
                 damage.append(Damage(lo, hi - lo, item.reason))
-        if self.delay:
-            time.sleep(self.delay)
         return damage
 
-    def _map(self, offset: int, buf: memoryview,
-             sink: list[tuple[int, int, str]]) -> list[Damage]:
+    def _map(self, offset: int, buf: memoryview, sink: list[Record]) -> list[Damage]:
+        """Zero the volume ranges of ``buf`` the image records spoil; return them."""
         ss = self.volume.sector_size
         out: list[Damage] = []
         bad = []
@@ -87,26 +94,3 @@ class ChunkReader:
                 buf[v - offset:v - offset + hi - lo] = bytes(hi - lo)
                 out.append(Damage(v, hi - lo, reason))
         return out
-
-
-def open_salvaged(path: str, *, offset: int | None = None, partition: int | None = None,
-                  bad: Sequence[tuple[int, int, str]] = (), retries: int = 1,
-                  locate_volume: bool = True) -> tuple[Any, SalvageSource, int]:
-    """Open an image through a :class:`SalvageSource`; return (volume source, salvage source,
-    volume offset in the image). ``locate_volume=False`` leaves partition finding to the
-    caller (the volume source is then the whole image)."""
-    from bdekit.image import locate
-    from bdekit.image.sources import SliceSource, open_source
-
-    image = open_source(path)
-    salvage = SalvageSource(image, bad=bad, retries=retries)
-    if not locate_volume:
-        return salvage, salvage, 0
-    try:
-        vsrc = locate.volume_source(salvage, offset=offset, partition=partition)
-    except BaseException:
-        salvage.close()
-        raise
-    base = vsrc.offset if isinstance(vsrc, SliceSource) else 0
-    return vsrc, salvage, base
-

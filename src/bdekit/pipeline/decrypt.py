@@ -1,66 +1,44 @@
-"""The streamed image-to-image decryption engine shared by ``decrypt`` and ``repair``.
+"""The streamed image-to-image decryption loop shared by ``decrypt`` and ``repair``.
 
 Pipeline
-    The volume is cut into fixed chunks (4 MiB by default); a pool of worker threads reads and
-    decrypts chunks (``os.pread`` underneath, OpenSSL and numpy release the GIL); the calling
-    thread writes them in order with ``os.pwrite`` and feeds the SHA-256 of the output. At most
-    ``threads * 2`` chunks are in flight, each in a reusable buffer, so memory stays at
-    ``chunk size x threads x 2`` whatever the image size.
+    The volume is cut into fixed chunks (4 MiB by default); a pool of worker threads reads,
+    decrypts and writes chunks (``os.pread`` underneath, OpenSSL and numpy release the GIL;
+    each worker writes its chunk at its own offset with ``pwrite``, so workers need no
+    ordering). The calling thread consumes the results *in order*: it feeds the SHA-256 of the
+    output (on a thread of its own, :class:`_Hasher`), gathers the damage list and advances
+    the journal. At most ``threads * 2`` chunks are in flight, each in a reusable buffer, so
+    memory stays at ``chunk size x threads x 2`` whatever the image size.
 
-Read errors (neither command gives up at the first one)
-    The volume reads its ciphertext through a :class:`SalvageSource` wrapped around the image.
-    Its fast path is the plain read (one ``pread`` per run of the chunk, then one decrypt); only
-    when that read raises :class:`~bdekit.errors.ReadError` does it retry, then split the failing
-    range in halves down to single sectors, fill what stays unreadable with zeros and record it.
-    Areas an input ddrescue mapfile marks as not rescued are never read: they are zeros in the
-    image, not data. :class:`ChunkReader` maps the unreadable *image* ranges of a chunk to
-    *volume* ranges through the read plan (the first sectors of the volume come from the
-    relocated header block, elsewhere), widened to whole sectors (one bad byte spoils the whole
-    sector's plaintext), zeroes them in the output and returns them as :class:`Damage`.
+Parts, one module each
+    :mod:`~bdekit.pipeline.chunks`  reading one chunk through read errors (the damage it maps
+                                    to output ranges);
+    :mod:`~bdekit.pipeline.output`  the output file or device (temporary name, holes, rename);
+    :mod:`~bdekit.pipeline.journal` progress kept beside the output, for ``--resume``;
+    :mod:`~bdekit.pipeline.report`  the JSON report and its byte counts.
 
-Output discipline
-    The input is never opened for writing and is never the output; an existing output (a block
-    device included) is overwritten only with ``force``. A regular-file output is written under
-    a temporary name (``OUTPUT.bdekit-partial``) and renamed when complete, so an interrupted
-    run (SIGINT, or SIGTERM which is handled the same way) leaves nothing under the output's
-    name; without a journal the partial file is removed too. All-zero chunks are left as holes
-    (sparse). A block device is written in place (no rename, zeros written).
+Resume
+    With a journal and ``resume``, a job continues from the prefix ``[0, done)`` the journal
+    records: the partial output is truncated to ``done``, that prefix is re-read for the
+    SHA-256, and the loop goes on from there, so the result is byte-identical to an
+    uninterrupted run. A journal marked complete (killed after the rename) returns its report
+    without redoing the work.
 
-Report (``--report`` JSON; :class:`Report`)
-    ``input``, ``output``, ``method``, ``protector`` / ``key_id`` / ``unlocked_via`` (the
-    secret that served), ``metadata_source`` (``volume``, ``scan`` or ``key package``),
-    ``metadata_copy`` / ``metadata_offset`` (the copy that served; 0 for a stray or package
-    copy), ``metadata_copies`` (each copy's status, CRC and SHA-256 integrity),
-    ``key_package``, ``volume_size`` and ``volume_size_source``, byte counts
-    (``bytes_decrypted``, ``bytes_plain``, ``bytes_zero``, ``bytes_missing``,
-    ``bytes_unreadable``, ``bytes_unrecovered``), ``sha256`` of the output, ``seconds``,
-    ``throughput_mb_s``, ``resumed_at``, ``output_mapfile``, ``damaged`` (``offset``,
-    ``length``, ``reason`` in output coordinates, merged), ``repairs`` (what was rebuilt) and
-    ``notes``.
+Interruption
+    SIGTERM is handled like SIGINT (:class:`_Terminated` is a ``KeyboardInterrupt``) for the
+    whole job. Without a journal the partial output is removed; with one it is kept, together
+    with a last checkpoint, and the exit code is 130.
 
-Journal (resume)
-    With a :class:`Journal` (``repair`` always keeps one), progress is recorded in
-    ``OUTPUT.bdekit-journal``, a JSON file replaced atomically::
-
-        {"format": "bdekit-journal", "version": 1,
-         "params": {...what must match to resume: input, sizes, key fingerprint, ...},
-         "partial": "OUTPUT.bdekit-partial", "done": <bytes of output complete>,
-         "damage": [[offset, length, reason], ...],   # found in [0, done)
-         "complete": false, "sha256": null}
-
-    Writes are in order, so completed work is the prefix ``[0, done)``. The data is fsync'ed
-    before ``done`` is recorded (every ``BDEKIT_JOURNAL_INTERVAL`` seconds, default 1). A run
-    killed at any point (SIGKILL included) is resumed by truncating the partial output to
-    ``done``, re-reading that prefix for the SHA-256 and continuing from there: the result is
-    byte-identical to an uninterrupted run. When the job finishes, the journal is marked
-    complete (with the SHA-256 and the damage list) before the rename; the caller removes it
-    after writing its own products (mapfile, report).
+Pace
+    :class:`Pace` holds the loop's timing: the journal is saved every ``journal_interval``
+    seconds (1 by default) and, for tests only, each chunk may be slowed by ``chunk_delay``.
+    :func:`decrypt_to` takes one as ``pace``; without one it uses the module's :data:`PACE`.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -68,9 +46,12 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from types import FrameType
+from typing import Any, NamedTuple, Protocol
+
+from tqdm import tqdm
 
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.image.ranges import MISSING, Damage
@@ -85,13 +66,39 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 4 << 20
 
+#: ``read_chunk(offset, buffer)``: fill ``buffer`` with the volume's plaintext at ``offset``
+#: and return the damage found in it (None or an empty list: none).
+ChunkFn = Callable[[int, memoryview], "list[Damage] | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pace:
+    """Timing of the decrypt loop.
+
+    ``journal_interval``: seconds between two journal checkpoints (each one fsyncs the data);
+    ``chunk_delay``: seconds each worker sleeps after reading a chunk, 0 in real use (tests
+    slow a job down to interrupt it at a chosen point)."""
+
+    journal_interval: float = 1.0
+    chunk_delay: float = 0.0
+
+
+#: The pace of jobs that are given none (a test runner may replace it before running the CLI).
+PACE = Pace()
+
+
+class _Digest(Protocol):
+    def update(self, data: memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
 
 class _Progress:
+    """A tqdm bar on stderr when ``enabled``; does nothing otherwise."""
+
     def __init__(self, total: int, enabled: bool, initial: int = 0) -> None:
         self.bar: Any = None
         if enabled:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True,
                             unit_divisor=1024, desc="decrypt", leave=False)
 
@@ -109,12 +116,12 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
+def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise _Terminated()
 
     try:
@@ -128,10 +135,8 @@ def _sigterm_as_interrupt() -> Any:
         signal.signal(signal.SIGTERM, old)
 
 
-ChunkFn = Callable[[int, memoryview], "list[Damage] | None"]
-
-
-def _hash_prefix(path: str, length: int, digest: Any, chunk: int) -> None:
+def _hash_prefix(path: str, length: int, digest: _Digest, chunk: int) -> None:
+    """Feed the first ``length`` bytes of ``path`` (a resumed partial output) to ``digest``."""
     fd = os.open(path, os.O_RDONLY)
     try:
         buf = bytearray(chunk)
@@ -152,7 +157,7 @@ class _Hasher:
     hashlib releases the GIL on large updates, so hashing overlaps writing and decrypting
     instead of adding to the writer's time."""
 
-    def __init__(self, digest: Any, free: queue.Queue[bytearray]) -> None:
+    def __init__(self, digest: _Digest | None, free: queue.Queue[bytearray]) -> None:
         self.digest = digest
         self.free = free
         self.error: BaseException | None = None
@@ -163,6 +168,7 @@ class _Hasher:
             self.thread.start()
 
     def _run(self) -> None:
+        assert self.digest is not None
         while True:
             job = self.jobs.get()
             if job is None:
@@ -171,7 +177,7 @@ class _Hasher:
             try:
                 if self.error is None:
                     self.digest.update(memoryview(buf)[:length])
-            except BaseException as exc:  # surfaced by finish()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread by finish()
                 self.error = exc
             self.free.put(buf)
 
@@ -185,11 +191,9 @@ class _Hasher:
             self.jobs.put((buf, length))
 
     def finish(self) -> str:
-        if self.thread is None:
+        if self.thread is None or self.digest is None:
             return ""
-        self.jobs.put(None)
-        self.thread.join()
-        self.thread = None
+        self.stop()
         if self.error is not None:
             raise self.error
         return str(self.digest.hexdigest())
@@ -201,24 +205,168 @@ class _Hasher:
             self.thread = None
 
 
-def _decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: int | None = None,
-               chunk_size: int = DEFAULT_CHUNK, progress: bool = False,
-               hash_output: bool = True, read_chunk: ChunkFn | None = None,
-               journal: Journal | None = None, resume: bool = False,
-               extra_damage: Sequence[Damage] = (),
-               report: Report | None = None) -> Report:
-    """Decrypt the whole (unlocked) volume to ``output``; returns the report.
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    force: bool
+    threads: int
+    chunk_size: int
+    progress: bool
+    hash_output: bool
+    read_chunk: ChunkFn | None
+    journal: Journal | None
+    resume: bool
+    pace: Pace
 
-    ``read_chunk(offset, buffer)`` fills a chunk and returns its damage (default: a
-    :class:`ChunkReader` over the volume, which survives read errors when the volume reads
-    through a :class:`SalvageSource`). With ``journal``, progress is recorded and an
-    interruption keeps the partial output; ``resume`` continues from the journal.
-    ``extra_damage`` (volume ranges) is added to the report as is.
-    """
-    size = volume.volume_size
-    report = report or Report(input=str(volume.path), output=output)
-    report.volume_size = size
-    report.volume_size_source = getattr(volume, "size_source", "")
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """Where the loop starts: ``offset`` 0 for a new output, the journal's ``done`` when
+    resuming (with the damage found before it)."""
+
+    device: bool
+    offset: int = 0
+    found: tuple[Damage, ...] = ()
+    resumed: bool = False
+
+
+class _Chunk(NamedTuple):
+    offset: int
+    length: int
+    buf: bytearray
+    future: Future[list[Damage] | None]
+
+
+class _Job:
+    """One run of the loop over ``[start.offset, volume size)`` (see the module docstring)."""
+
+    def __init__(self, volume: BdeVolume, output: str, opts: _Options, start: _Start) -> None:
+        self.size = volume.volume_size
+        self.output = output
+        self.opts = opts
+        self.start = start
+        self.journal = opts.journal
+        self.reader: ChunkFn = opts.read_chunk or ChunkReader(volume)
+        self.found: list[Damage] = list(start.found)
+        self.done = start.offset
+        self.depth = opts.threads * 2
+        self.digest: _Digest | None = hashlib.sha256() if opts.hash_output else None
+        # buffers come back to ``free`` from the hasher thread once hashed (or at once)
+        free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(self.depth + 2):
+            free.put(bytearray(opts.chunk_size))
+        self.hasher = _Hasher(self.digest, free)
+        self.bar = _Progress(self.size, opts.progress, start.offset)
+        self.last_save = time.monotonic()
+        self.writer: Writer | None = None
+
+    def run(self) -> str:
+        """Decrypt the rest of the volume into the output; return the SHA-256 ("" if not
+        hashed). On any exception the output is cleaned up (or kept for a resume)."""
+        try:
+            # the SIGTERM handler is in place (see decrypt_to) before the partial file exists,
+            # and the try block covers its creation, so an interrupt never strands it
+            writer = self.writer = Writer(self.output, self.size, device=self.start.device,
+                                          keep=self.start.offset if self.start.resumed else None)
+            if self.digest is not None and self.start.offset:
+                _hash_prefix(writer.path, self.start.offset, self.digest, self.opts.chunk_size)
+            if self.journal is not None:
+                self.journal.save(partial=writer.path, done=self.done, damage=self.found)
+            self._pump()
+            sha = self.hasher.finish()
+            self._complete(writer, sha)
+        except BaseException as exc:
+            self._clean_up(exc)
+            raise
+        self.bar.close()
+        return sha
+
+    def _pump(self) -> None:
+        pending: collections.deque[_Chunk] = collections.deque()
+        with ThreadPoolExecutor(max_workers=self.opts.threads,
+                                thread_name_prefix="bdekit") as pool:
+            try:
+                offset = self.start.offset
+                while offset < self.size or pending:
+                    while offset < self.size and len(pending) < self.depth:
+                        length = min(self.opts.chunk_size, self.size - offset)
+                        buf = self.hasher.take()
+                        pending.append(_Chunk(offset, length, buf,
+                                              pool.submit(self._work, offset, buf, length)))
+                        offset += length
+                    self._consume(pending.popleft())
+            except BaseException:
+                for chunk in pending:
+                    chunk.future.cancel()
+                raise
+
+    def _work(self, offset: int, buf: bytearray, length: int) -> list[Damage] | None:
+        """On a worker: read, decrypt and write one chunk (positional, so workers need no
+        ordering)."""
+        assert self.writer is not None
+        view = memoryview(buf)[:length]
+        damage = self.reader(offset, view)
+        if self.opts.pace.chunk_delay:
+            time.sleep(self.opts.pace.chunk_delay)
+        self.writer.write(offset, view, is_all_zero(view))
+        return damage
+
+    def _consume(self, chunk: _Chunk) -> None:
+        """On the calling thread, in order: the hash, the damage list and the journal."""
+        damage = chunk.future.result()
+        self.hasher.feed(chunk.buf, chunk.length)
+        if damage:
+            self.found.extend(damage)
+        self.done = chunk.offset + chunk.length
+        self.bar.update(chunk.length)
+        if (self.journal is not None
+                and time.monotonic() - self.last_save >= self.opts.pace.journal_interval):
+            self._checkpoint()
+            self.last_save = time.monotonic()
+
+    def _checkpoint(self) -> None:
+        """Make ``[0, done)`` durable, then record it."""
+        if self.journal is not None and self.writer is not None:
+            self.writer.sync()
+            self.journal.save(partial=self.writer.path, done=self.done, damage=self.found)
+
+    def _complete(self, writer: Writer, sha: str) -> None:
+        if self.journal is not None:
+            if not self.start.device:
+                os.ftruncate(writer.fd, self.size)
+            writer.sync()
+            self.journal.save(partial=writer.path, done=self.size, damage=self.found,
+                              complete=True, sha256=sha)
+        writer.finish()
+
+    def _clean_up(self, exc: BaseException) -> None:
+        """After a failure or an interrupt: keep the partial output and the journal when there
+        is one, else remove the partial output."""
+        self.hasher.stop()
+        self.bar.close()
+        writer = self.writer
+        if writer is None:
+            return
+        if self.journal is not None and not writer.closed:
+            with contextlib.suppress(OSError):
+                self._checkpoint()
+            writer.close()
+            if isinstance(exc, KeyboardInterrupt):
+                log.warning("interrupted at offset %d of %d: the partial output and the journal "
+                            "%s are kept; run again with --resume to continue", self.done,
+                            self.size, self.journal.path)
+        else:
+            writer.abort()
+
+
+# --------------------------------------------------------------------------------------------
+# Before the loop: the report's description of the volume, and where to start
+# --------------------------------------------------------------------------------------------
+
+
+def _describe_volume(volume: BdeVolume, report: Report) -> None:
+    """Fill what the report says of the volume and of how it was unlocked."""
+    report.volume_size = volume.volume_size
+    report.volume_size_source = volume.size_source
     if volume.unlocked is not None:
         report.method = volume.metadata.method_name
         report.unlocked_via = volume.unlocked.via
@@ -231,144 +379,99 @@ def _decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads:
     if not report.metadata_copies:
         report.metadata_copies = [c.describe() for c in volume.metadata.copies]
     account(volume, report)
-    missing = [Damage(o, n, MISSING) for o, n in missing_ranges(volume)]
 
-    state = journal.load() if (journal is not None and resume) else None
-    if state is not None and journal is not None:
-        diff = journal.mismatch(state)
-        if diff:
-            raise UsageError("the journal belongs to a different job (" + ", ".join(diff)
-                             + " differ); remove it or run without --resume", path=journal.path)
-        if state.get("complete") and os.path.exists(output) and not os.path.exists(
-                state.get("partial") or output + PARTIAL_SUFFIX):
-            log.info("the journal says the job is complete: nothing left to do")
-            report.sha256 = state.get("sha256") or ""
-            report.resumed_at = size
-            report.notes.append("resumed: the interrupted job had already finished")
-            report.set_damage([*missing, *extra_damage,
-                               *(Damage(o, n, r) for o, n, r in state["damage"])])
-            return report
-        partial = state.get("partial") or output + PARTIAL_SUFFIX
-        if not is_device(output) and not os.path.exists(partial):
-            log.warning("journal found but the partial output %s is gone: starting over",
-                        partial)
-            state = None
-    elif journal is not None and resume:
+
+def _partial_of(state: dict[str, Any], output: str) -> str:
+    return str(state.get("partial") or output + PARTIAL_SUFFIX)
+
+
+def _journal_state(journal: Journal | None, resume: bool) -> dict[str, Any] | None:
+    """The journal of the job to resume (refused when it belongs to another job)."""
+    if journal is None or not resume:
+        return None
+    state = journal.load()
+    if state is None:
         log.info("no journal at %s: starting from the beginning", journal.path)
-
-    if state is not None:
-        device = is_device(output)
-        if not device and os.path.exists(output) and not force:
-            raise OutputExistsError("output exists; use --force to overwrite it", path=output)
-        start = int(state["done"])
-        found = [Damage(o, n, r) for o, n, r in state["damage"]]
-        report.resumed_at = start
-        log.info("resuming at offset %d of %d", start, size)
-    else:
-        device = check_output(volume.path, output, force)
-        start = 0
-        found = []
-
-    threads = max(1, threads or os.cpu_count() or 1)
-    reader: ChunkFn = read_chunk or ChunkReader(volume)
-    started = time.perf_counter()
-    digest = hashlib.sha256() if hash_output else None
-    bar = _Progress(size, progress, start)
-    depth = threads * 2
-    # buffers come back to ``free`` from the hasher thread once hashed (or at once)
-    free: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(depth + 2):
-        free.put(bytearray(chunk_size))
-    hasher = _Hasher(digest, free)
-    pending: collections.deque[tuple[int, int, bytearray, Future[list[Damage] | None]]] = \
-        collections.deque()
-    interval = float(os.environ.get("BDEKIT_JOURNAL_INTERVAL", "1") or 1)
-    done = start
-    last_save = time.monotonic()
-
-    def work(offset: int, buf: bytearray, length: int) -> list[Damage] | None:
-        # read, decrypt and write (positional, so workers need no ordering); the main thread
-        # only consumes results in order, for the hash, the damage list and the journal
-        view = memoryview(buf)[:length]
-        damage = reader(offset, view)
-        writer.write(offset, view, is_all_zero(view))
-        return damage
-
-    def checkpoint() -> None:
-        if journal is not None:
-            writer.sync()
-            journal.save(partial=writer.path, done=done, damage=found)
-
-    # the SIGTERM handler is in place (see decrypt_to) before the partial file exists, and the
-    # try block starts right after it is created, so an interrupt never strands it
-    writer = Writer(output, size, device=device, keep=start if state is not None else None)
-    try:
-        if digest is not None and start:
-            _hash_prefix(writer.path, start, digest, chunk_size)
-        with _sigterm_as_interrupt():
-            if journal is not None:
-                journal.save(partial=writer.path, done=done, damage=found)
-            with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bdekit") as pool:
-                try:
-                    offset = start
-                    while offset < size or pending:
-                        while offset < size and len(pending) < depth:
-                            length = min(chunk_size, size - offset)
-                            buf = hasher.take()
-                            pending.append((offset, length, buf,
-                                            pool.submit(work, offset, buf, length)))
-                            offset += length
-                        off, length, buf, fut = pending.popleft()
-                        damage = fut.result()
-                        hasher.feed(buf, length)
-                        if damage:
-                            found.extend(damage)
-                        done = off + length
-                        bar.update(length)
-                        if journal is not None and time.monotonic() - last_save >= interval:
-                            checkpoint()
-                            last_save = time.monotonic()
-                except BaseException:
-                    for _off, _len, _buf, fut in pending:
-                        fut.cancel()
-                    raise
-            sha = hasher.finish()
-            if journal is not None:
-                if not device:
-                    os.ftruncate(writer.fd, size)
-                writer.sync()
-                journal.save(partial=writer.path, done=size, damage=found, complete=True,
-                             sha256=sha)
-            writer.finish()
-    except BaseException as exc:
-        hasher.stop()
-        bar.close()
-        if journal is not None and not writer.closed:
-            try:
-                checkpoint()
-            except OSError:
-                pass
-            writer.close()
-            if isinstance(exc, KeyboardInterrupt):
-                log.warning("interrupted at offset %d of %d: the partial output and the journal "
-                            "%s are kept; run again with --resume to continue", done, size,
-                            journal.path)
-        else:
-            writer.abort()
-        raise
-    bar.close()
-    report.seconds = time.perf_counter() - started
-    report.sha256 = sha
-    report.throughput_mb_s = (size - start) / 1e6 / report.seconds if report.seconds else 0.0
-    report.set_damage([*missing, *extra_damage, *found])
-    return report
+        return None
+    diff = journal.mismatch(state)
+    if diff:
+        raise UsageError("the journal belongs to a different job (" + ", ".join(diff)
+                         + " differ); remove it or run without --resume", path=journal.path)
+    return state
 
 
-def decrypt_to(volume: BdeVolume, output: str, **kwargs: Any) -> Report:
-    """Decrypt the whole (unlocked) volume to ``output``; see :func:`_decrypt_to`.
+def _finished(state: dict[str, Any], output: str) -> bool:
+    """Whether the journal's job got as far as the rename (only the journal is left)."""
+    return (bool(state.get("complete")) and os.path.exists(output)
+            and not os.path.exists(_partial_of(state, output)))
+
+
+def _start(volume: BdeVolume, output: str, force: bool,
+           state: dict[str, Any] | None) -> _Start:
+    """Where the loop starts; refuses an output it must not overwrite."""
+    if state is not None and not is_device(output) and not os.path.exists(
+            _partial_of(state, output)):
+        log.warning("journal found but the partial output %s is gone: starting over",
+                    _partial_of(state, output))
+        state = None
+    if state is None:
+        return _Start(device=check_output(volume.path, output, force))
+    device = is_device(output)
+    if not device and os.path.exists(output) and not force:
+        raise OutputExistsError("output exists; use --force to overwrite it", path=output)
+    offset = int(state["done"])
+    log.info("resuming at offset %d of %d", offset, volume.volume_size)
+    return _Start(device=device, offset=offset, resumed=True,
+                  found=tuple(Damage(o, n, r) for o, n, r in state["damage"]))
+
+
+# --------------------------------------------------------------------------------------------
+# The entry point
+# --------------------------------------------------------------------------------------------
+
+
+def decrypt_to(volume: BdeVolume, output: str, *, force: bool = False, threads: int | None = None,
+               chunk_size: int = DEFAULT_CHUNK, progress: bool = False,
+               hash_output: bool = True, read_chunk: ChunkFn | None = None,
+               journal: Journal | None = None, resume: bool = False,
+               extra_damage: Sequence[Damage] = (), report: Report | None = None,
+               pace: Pace | None = None) -> Report:
+    """Decrypt the whole (unlocked) volume to ``output``; returns the report.
+
+    ``read_chunk(offset, buffer)`` fills a chunk and returns its damage (default: a
+    :class:`ChunkReader` over the volume, which survives read errors when the volume reads
+    through a :class:`~bdekit.image.salvage.SalvageSource`). With ``journal``, progress is
+    recorded and an interruption keeps the partial output; ``resume`` continues from the
+    journal. ``extra_damage`` (volume ranges) is added to the report as is; ``report`` is
+    completed when given; ``pace`` defaults to :data:`PACE`.
 
     SIGTERM is turned into an interrupt for the whole job (main thread only), so the cleanup
-    that removes a partial output also runs when the job is terminated."""
+    that removes a partial output also runs when the job is terminated.
+    """
+    opts = _Options(force=force, threads=max(1, threads or os.cpu_count() or 1),
+                    chunk_size=chunk_size, progress=progress, hash_output=hash_output,
+                    read_chunk=read_chunk, journal=journal, resume=resume, pace=pace or PACE)
+    if report is None:
+        report = Report(input=str(volume.path), output=output)
     with _sigterm_as_interrupt():
-        return _decrypt_to(volume, output, **kwargs)
-
+        _describe_volume(volume, report)
+        known = [*(Damage(o, n, MISSING) for o, n in missing_ranges(volume)), *extra_damage]
+        state = _journal_state(journal, resume)
+        if state is not None and _finished(state, output):
+            log.info("the journal says the job is complete: nothing left to do")
+            report.sha256 = state.get("sha256") or ""
+            report.resumed_at = volume.volume_size
+            report.notes.append("resumed: the interrupted job had already finished")
+            report.set_damage([*known, *(Damage(o, n, r) for o, n, r in state["damage"])])
+            return report
+        start = _start(volume, output, force, state)
+        if start.resumed:
+            report.resumed_at = start.offset
+        job = _Job(volume, output, opts, start)
+        started = time.perf_counter()
+        report.sha256 = job.run()
+    report.seconds = time.perf_counter() - started
+    size = volume.volume_size - start.offset
+    report.throughput_mb_s = size / 1e6 / report.seconds if report.seconds else 0.0
+    report.set_damage([*known, *job.found])
+    return report

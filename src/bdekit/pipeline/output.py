@@ -1,4 +1,14 @@
-"""output: split from bdekit.engine (TODO docstring)."""
+"""Where the decrypted volume goes: a regular file written under a temporary name, or a device.
+
+The input is never opened for writing and is never the output (:func:`check_output` compares
+real paths and, when both exist, inodes); an existing output (a block device included) is
+overwritten only with ``force``. A regular-file output is written under a temporary name
+(``OUTPUT.bdekit-partial``, mode 0600) and renamed when complete (file fsync'ed before, the
+directory after), so an interrupted run leaves nothing under the output's name. All-zero chunks
+are left as holes (sparse output); a resumed run truncates the partial file to the part the
+journal records, so no hole can show stale bytes. A block device is written in place (no
+rename, zeros written).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from bdekit.errors import OutputExistsError, UsageError
+from bdekit.image.files import PRIVATE_MODE, fsync_dir, pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +62,12 @@ def check_output(input_path: str | None, output: str, force: bool) -> bool:
 
 
 def is_device(path: str) -> bool:
+    """Whether ``path`` is a block or character device."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
     return stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class Writer:
@@ -88,7 +87,7 @@ class Writer:
             flags |= os.O_CREAT
             if keep is None:
                 flags |= os.O_TRUNC
-        self.fd = os.open(self.path, flags, 0o644)
+        self.fd = os.open(self.path, flags, PRIVATE_MODE)
         if not device and keep is not None:
             os.ftruncate(self.fd, keep)
         self.closed = False
@@ -96,11 +95,7 @@ class Writer:
     def write(self, offset: int, data: memoryview, zero: bool) -> None:
         if zero and not self.device:
             return  # hole
-        view = data
-        while len(view):
-            n = os.pwrite(self.fd, view, offset)
-            view = view[n:]
-            offset += n
+        pwrite_all(self.fd, data, offset)
 
     def sync(self) -> None:
         self._flush(os.fdatasync)
@@ -121,7 +116,7 @@ class Writer:
         self.closed = True
         if not self.device:
             os.replace(self.path, self.output)
-            _fsync_dir(os.path.dirname(os.path.abspath(self.output)))
+            fsync_dir(os.path.dirname(os.path.abspath(self.output)))
 
     def close(self) -> None:
         if not self.closed:

@@ -1,12 +1,27 @@
-"""report: split from bdekit.engine (TODO docstring)."""
+"""The report of a decrypt or repair job (``--report`` writes it as JSON).
+
+Fields of :class:`Report`: ``input``, ``output``, ``method``, ``protector`` / ``key_id`` /
+``unlocked_via`` (the secret that served), ``metadata_source`` (``volume``, ``scan`` or
+``key package``), ``metadata_copy`` / ``metadata_offset`` (the copy that served; 0 for a
+stray or package copy), ``metadata_copies`` (each copy's status, CRC and SHA-256 integrity),
+``key_package``, ``volume_size`` and ``volume_size_source``; byte counts from the read plan
+(:func:`account`: ``bytes_decrypted``, ``bytes_plain``, ``bytes_zero``, ``bytes_missing``) and
+from the damage list (``bytes_unreadable``, ``bytes_unrecovered``); ``sha256`` of the output,
+``seconds``, ``throughput_mb_s``, ``resumed_at``, ``output_mapfile``, ``damaged`` (``offset``,
+``length``, ``reason`` in output coordinates, merged), ``repairs`` (what was rebuilt) and
+``notes``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
 from collections.abc import Iterable
 from typing import Any
 
+from bdekit.image.files import write_atomic
 from bdekit.image.ranges import NOT_RESCUED, UNREADABLE, Damage, merge_damage
 from bdekit.volume.bde import BdeVolume
 from bdekit.volume.planner import RunKind
@@ -47,6 +62,10 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the report as indented JSON, atomically."""
+        write_atomic(path, json.dumps(self.to_json(), indent=2))
+
     def set_damage(self, items: Iterable[Damage]) -> None:
         merged = merge_damage(items)
         self.damaged = [d.to_json() for d in merged]
@@ -81,6 +100,7 @@ def account(volume: BdeVolume, report: Report) -> None:
 
 
 def missing_ranges(volume: BdeVolume) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the volume ranges beyond the end of the image."""
     return [(r.offset, r.length) for r in volume.plan(0, volume.volume_size)
             if r.kind == RunKind.MISSING]
 

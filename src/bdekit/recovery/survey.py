@@ -1,37 +1,41 @@
-"""Finding the BitLocker volume inside an image: bare volume, or a partition of a disk.
+"""``bdekit scan``: the partitions of an image, which are BitLocker, and stray metadata blocks.
 
-An image is either a bare volume (sector 0 is the BitLocker header) or a disk with an MBR or
-GPT partition table (see :mod:`bdekit.partitions`). ``--offset`` or ``--partition`` choose
-explicitly; otherwise the single BitLocker partition is used and several are an error listing
-them.
+:func:`scan_image` reads the partition table (MBR or GPT, :mod:`bdekit.image.partitions`) or
+takes the image as a bare volume, and describes each entry: BitLocker ones by their metadata
+(header kind, method, volume GUID, description, protector types: no key needed), others by the
+OEM name of their volume boot record. Then, for a damaged disk, it searches for BitLocker
+metadata blocks outside every recognised volume (:func:`find_metadata_blocks`, which runs the
+repair's ``-FVE-FS-`` search, :func:`bdekit.recovery.metadata_scan.scan_metadata`, over each
+range: sector-aligned hits, 16 MiB ``bytes.find`` steps, each hit validated as a metadata copy,
+reading around bad sectors). From a found block's three metadata offsets (relative to its
+volume) the start of the volume it belongs to is inferred.
 
-:func:`scan_image` is what ``bdekit scan`` reports: every partition, which are BitLocker (with
-the method and volume GUID from their metadata, no key needed), and, for a damaged disk, the
-BitLocker metadata blocks found by signature outside any recognised volume
-(:func:`find_metadata_blocks`, which runs :func:`bdekit.recovery.scan_metadata` -- the
-``-FVE-FS-`` search of ``repair``: sector-aligned hits, 16 MiB ``bytes.find`` steps, each hit
-validated as a metadata copy -- over the ranges to search, reading around bad sectors).  From
-a found block's three metadata offsets (relative to its volume) the start of the volume it
-belongs to is inferred.
+Where it searches (``search``): ``"auto"`` the space outside every partition, partitions whose
+first sector is neither a BitLocker header nor another volume boot record, BitLocker
+partitions whose metadata cannot be read, and the whole image when it has no table and is not
+a BitLocker volume; ``"all"`` the whole image; ``"none"`` nowhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bdekit.errors import BdeError, ReadError, UsageError
+from bdekit.format.bootsector import EXFAT_NAME, NTFS_OEM
 from bdekit.format.constants import METHOD_LABELS, DatumRole, DatumType
-from bdekit.format.metadata import block_size_of
+from bdekit.format.metadata import MetadataCopy, block_size_of
 from bdekit.image.locate import is_bitlocker
+from bdekit.image.partitions import Partition, looks_like_vbr, read_partition_table
+from bdekit.image.ranges import merge_spans
+from bdekit.image.sources import ImageSource, SliceSource
+from bdekit.recovery.metadata_scan import scan_metadata
+from bdekit.volume.bde import BdeVolume
 
 log = logging.getLogger(__name__)
 
-
-# --------------------------------------------------------------------------------------------
-# bdekit scan: partitions, BitLocker volumes and stray metadata blocks
-# --------------------------------------------------------------------------------------------
 #: Metadata blocks start on a sector boundary (of the volume, hence of the disk).
 SCAN_ALIGN = 512
 
@@ -126,33 +130,30 @@ class ScanReport:
         }
 
 
-class _ZeroFillOnError:
+class _ZeroFillOnError(ImageSource):
     """A source whose read errors cost only the 64 KiB pieces that fail (read as zeros): a
     search over a dying disk goes on past its bad sectors."""
 
     PIECE = 1 << 16
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: ImageSource) -> None:
+        super().__init__(source.path, int(source.size), source.kind)
         self.source = source
-        self.size = int(source.size)
-        self.path = getattr(source, "path", None)
-        self.kind = getattr(source, "kind", "raw")
 
-    def read_at(self, offset: int, length: int) -> bytes:
-        buf = bytearray(max(0, min(length, self.size - offset)))
-        n = self.readinto_at(offset, buf)
+    def _read(self, offset: int, length: int) -> bytes:
+        buf = bytearray(length)
+        n = self._readinto(offset, memoryview(buf))
         return bytes(buf[:n])
 
-    def readinto_at(self, offset: int, buf: Any) -> int:
-        mv = memoryview(buf).cast("B")
+    def _readinto(self, offset: int, buf: memoryview) -> int:
         try:
-            return int(self.source.readinto_at(offset, mv))
+            return int(self.source.readinto_at(offset, buf))
         except ReadError as exc:
             log.warning("read error while searching for metadata: %s; reading around it",
                         exc.one_line())
         done = 0
-        for pos in range(0, len(mv), self.PIECE):
-            piece = mv[pos:pos + self.PIECE]
+        for pos in range(0, len(buf), self.PIECE):
+            piece = buf[pos:pos + self.PIECE]
             try:
                 got = int(self.source.readinto_at(offset + pos, piece))
             except ReadError:
@@ -164,48 +165,30 @@ class _ZeroFillOnError:
         return done
 
 
-def find_metadata_blocks(source: Any, start: int = 0, end: int | None = None, *,
-                         progress: Any = None) -> list[Any]:
+def find_metadata_blocks(source: ImageSource, start: int = 0, end: int | None = None, *,
+                         progress: Callable[[int], None] | None = None) -> list[MetadataCopy]:
     """The usable metadata copies found by signature in ``[start, end)`` of ``source``,
     their ``offset`` made absolute (image offsets).
 
-    The search itself is :func:`bdekit.recovery.scan_metadata` (``-FVE-FS-`` at 512-aligned
-    offsets, 16 MiB ``bytes.find`` steps, each hit validated as a metadata copy), run over a
-    window of the image; read errors zero-fill 64 KiB and the search goes on.
+    The search itself is :func:`bdekit.recovery.metadata_scan.scan_metadata` (``-FVE-FS-`` at
+    512-aligned offsets, 16 MiB ``bytes.find`` steps, each hit validated as a metadata copy),
+    run over a window of the image; read errors zero-fill 64 KiB and the search goes on.
     """
-    from bdekit.image.sources import SliceSource
-    from bdekit.recovery.metadata_scan import scan_metadata
-
     end = int(source.size) if end is None else min(end, int(source.size))
     # scan_metadata cannot report a block at offset 0 of what it searches: start one sector
     # early (an aligned start stays aligned)
     start = max(0, start - start % SCAN_ALIGN - SCAN_ALIGN)
     if start >= end:
         return []
-    window = SliceSource(_ZeroFillOnError(source), start, end - start)  # type: ignore[arg-type]
-    result = scan_metadata(window, path=getattr(source, "path", None), progress=progress)
-    found = []
+    window = SliceSource(_ZeroFillOnError(source), start, end - start)
+    result = scan_metadata(window, path=source.path, progress=progress)
     for copy in result.copies:
         copy.offset += start
-        found.append(copy)
-    return found
+    return result.copies
 
 
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(r for r in ranges if r[1] > r[0]):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
-
-
-def _describe_bitlocker(entry: ScanEntry, source: Any) -> list[int]:
+def _describe_bitlocker(entry: ScanEntry, source: ImageSource) -> list[int]:
     """Fill ``entry`` from the volume's metadata; return the image offsets of its copies."""
-    from bdekit.image.sources import SliceSource
-    from bdekit.volume.bde import BdeVolume
-
     window = SliceSource(source, entry.offset, entry.size)
     try:
         volume = BdeVolume(window, path=source.path)
@@ -226,22 +209,21 @@ def _describe_bitlocker(entry: ScanEntry, source: Any) -> list[int]:
 
 
 def _filesystem_name(sector: bytes) -> str:
-    from bdekit.image.partitions import looks_like_vbr
-
     if not looks_like_vbr(sector):
         return ""
     oem = bytes(sector[3:11])
-    if oem == b"NTFS    ":
+    if oem == NTFS_OEM:
         return "NTFS"
-    if oem == b"EXFAT   ":
+    if oem == EXFAT_NAME:
         return "exFAT"
     if sector[0x52:0x57] == b"FAT32" or sector[0x36:0x39] == b"FAT":
         return "FAT"
     return oem.decode("ascii", "replace").strip()
 
 
-def _infer_volume_start(offset: int, hdr: Any, hits: dict[int, Any],
-                        part_starts: set[int], source: Any) -> tuple[int | None, int | None]:
+def _infer_volume_start(offset: int, hdr: Any, hits: dict[int, MetadataCopy],
+                        part_starts: set[int],
+                        source: ImageSource) -> tuple[int | None, int | None]:
     """(volume start, copy index) for a block at ``offset``: the candidate start (offset
     minus one of its recorded copy offsets) that best explains the other blocks found, a
     partition start or a BitLocker header."""
@@ -252,8 +234,7 @@ def _infer_volume_start(offset: int, hdr: Any, hits: dict[int, Any],
             continue
         start = offset - rel
         score = sum(1 for o in offsets if o and start + o in hits
-                    and [int(x) for x in hits[start + o].block_header.metadata_offsets]
-                    == offsets)
+                    and _recorded_offsets(hits[start + o]) == offsets)
         if start in part_starts:
             score += 2
         if is_bitlocker(source.read_at(start, 512)):
@@ -266,9 +247,18 @@ def _infer_volume_start(offset: int, hdr: Any, hits: dict[int, Any],
     return best[2], -best[1]
 
 
-def _found_block(copy: Any, hits: dict[int, Any], parts: list[Any],
-                 source: Any) -> FoundBlock:
+def _recorded_offsets(copy: MetadataCopy) -> list[int]:
+    if copy.block_header is None:
+        return []
+    return [int(x) for x in copy.block_header.metadata_offsets]
+
+
+def _found_block(copy: MetadataCopy, hits: dict[int, MetadataCopy], parts: list[Partition],
+                 source: ImageSource) -> FoundBlock:
     hdr = copy.block_header
+    if hdr is None:
+        raise BdeError("metadata block without a block header", path=source.path,
+                       offset=copy.offset)
     start, index = _infer_volume_start(copy.offset, hdr, hits,
                                        {p.offset for p in parts if not p.is_extended}, source)
     holder = [p for p in parts if not p.is_extended and p.offset <= copy.offset < p.end]
@@ -290,84 +280,89 @@ def _found_block(copy: Any, hits: dict[int, Any], parts: list[Any],
     return block
 
 
-def scan_image(source: Any, *, search: str = "auto", progress: Any = None) -> ScanReport:
-    """What ``bdekit scan`` reports about an opened image source.
+@dataclasses.dataclass
+class _Survey:
+    """The entries of an image and the ranges to search for stray metadata blocks."""
 
-    ``search`` chooses where to look for stray metadata blocks: ``"auto"`` searches the
-    space outside every partition, partitions whose first sector is neither a BitLocker
-    header nor another volume boot record, BitLocker partitions whose metadata cannot be
-    read, and the whole image when it has no table and is not a BitLocker volume;
-    ``"all"`` searches the whole image; ``"none"`` nothing.
-    """
-    from bdekit.image.partitions import read_partition_table
+    entries: list[ScanEntry] = dataclasses.field(default_factory=list)
+    parts: list[Partition] = dataclasses.field(default_factory=list)
+    table: str = "none"
+    table_error: str | None = None
+    ranges: list[tuple[int, int]] = dataclasses.field(default_factory=list)
 
+
+def _partition_entry(part: Partition, source: ImageSource, survey: _Survey) -> ScanEntry:
+    entry = ScanEntry(index=part.index, offset=part.offset, size=part.size,
+                      scheme=part.scheme, type=part.type, type_name=part.type_name,
+                      name=part.name, truncated=part.truncated, extended=part.is_extended)
+    if part.is_extended or part.offset >= source.size:
+        return entry
+    sector = source.read_at(part.offset, 512)
+    entry.bitlocker = is_bitlocker(sector)
+    if not entry.bitlocker:
+        entry.filesystem = _filesystem_name(sector)
+        if not entry.filesystem:  # unknown content: maybe a wiped BitLocker header
+            survey.ranges.append((part.offset, min(part.end, source.size)))
+    return entry
+
+
+def _survey_table(source: ImageSource, survey: _Survey) -> None:
+    """The partitions; the space none covers (gaps, slack after the last one) is searched."""
+    size = int(source.size)
+    try:
+        survey.parts = read_partition_table(source)
+    except BdeError as exc:
+        survey.table, survey.table_error = "damaged", exc.message
+    if not survey.parts:
+        survey.ranges.append((0, size))
+        return
+    survey.table = survey.parts[0].scheme
+    survey.entries += [_partition_entry(part, source, survey) for part in survey.parts]
+    covered = merge_spans([(p.offset, min(p.end, size)) for p in survey.parts
+                           if not p.is_extended])
+    pos = 0
+    for a, b in covered:
+        survey.ranges.append((pos, a))
+        pos = max(pos, b)
+    survey.ranges.append((pos, size))
+
+
+def _survey(source: ImageSource) -> tuple[_Survey, set[int]]:
+    """The entries, described; the ranges to search; the image offsets of known copies."""
+    size = int(source.size)
+    survey = _Survey()
+    kind = is_bitlocker(source.read_at(0, 512))
+    if kind:
+        survey.entries.append(ScanEntry(index=None, offset=0, size=size, scheme="none",
+                                        type="", type_name="bare volume (no partition table)",
+                                        bitlocker=kind))
+    else:
+        _survey_table(source, survey)
+    known: set[int] = set()
+    for entry in survey.entries:
+        if entry.bitlocker:
+            known.update(_describe_bitlocker(entry, source))
+            if entry.error:
+                survey.ranges.append((entry.offset, min(entry.end, size)))
+    return survey, known
+
+
+def scan_image(source: ImageSource, *, search: str = "auto",
+               progress: Callable[[int], None] | None = None) -> ScanReport:
+    """What ``bdekit scan`` reports about an opened image source (see module docstring)."""
     if search not in SEARCH_MODES:
         raise UsageError(f"search mode {search!r} is not one of {', '.join(SEARCH_MODES)}")
     size = int(source.size)
-    head = source.read_at(0, 512)
-    entries: list[ScanEntry] = []
-    table = "none"
-    table_error: str | None = None
-    ranges: list[tuple[int, int]] = []
-    known: set[int] = set()
-
-    kind = is_bitlocker(head)
-    parts = []
-    if kind:
-        entry = ScanEntry(index=None, offset=0, size=size, scheme="none", type="",
-                          type_name="bare volume (no partition table)", bitlocker=kind)
-        entries.append(entry)
-    else:
-        try:
-            parts = read_partition_table(source)
-        except BdeError as exc:
-            table, table_error = "damaged", exc.message
-        if parts:
-            table = parts[0].scheme
-        for part in parts:
-            entry = ScanEntry(index=part.index, offset=part.offset, size=part.size,
-                              scheme=part.scheme, type=part.type, type_name=part.type_name,
-                              name=part.name, truncated=part.truncated,
-                              extended=part.is_extended)
-            entries.append(entry)
-            if part.is_extended or part.offset >= size:
-                continue
-            sector = source.read_at(part.offset, 512)
-            entry.bitlocker = is_bitlocker(sector)
-            if not entry.bitlocker:
-                entry.filesystem = _filesystem_name(sector)
-                if not entry.filesystem:  # unknown content: maybe a wiped BitLocker header
-                    ranges.append((part.offset, min(part.end, size)))
-        if not parts:
-            ranges.append((0, size))
-        else:  # the space no partition covers (gaps, slack after the last one)
-            covered = _merge_ranges([(p.offset, min(p.end, size)) for p in parts
-                                     if not p.is_extended])
-            pos = 0
-            for a, b in covered:
-                ranges.append((pos, a))
-                pos = max(pos, b)
-            ranges.append((pos, size))
-    for entry in entries:
-        if entry.bitlocker:
-            copies = _describe_bitlocker(entry, source)
-            known.update(copies)
-            if entry.error:
-                ranges.append((entry.offset, min(entry.end, size)))
-
-    if search == "all":
-        ranges = [(0, size)]
-    elif search == "none":
-        ranges = []
-    searched = _merge_ranges([(max(0, a), min(b, size)) for a, b in ranges])
-    hits: dict[int, Any] = {}
+    survey, known = _survey(source)
+    ranges = {"all": [(0, size)], "none": []}.get(search, survey.ranges)
+    searched = merge_spans([(max(0, a), min(b, size)) for a, b in ranges])
+    hits: dict[int, MetadataCopy] = {}
     for a, b in searched:
         log.info("searching %d bytes at offset %d for BitLocker metadata blocks", b - a, a)
         for copy in find_metadata_blocks(source, a, b, progress=progress):
             hits.setdefault(copy.offset, copy)
-    blocks = [_found_block(copy, hits, parts, source)
+    blocks = [_found_block(copy, hits, survey.parts, source)
               for offset, copy in sorted(hits.items()) if offset not in known]
-    return ScanReport(path=source.path, container=source.kind, image_size=size, table=table,
-                      table_error=table_error, entries=entries, search=search,
-                      searched=searched, blocks=blocks)
-
+    return ScanReport(path=source.path, container=source.kind, image_size=size,
+                      table=survey.table, table_error=survey.table_error,
+                      entries=survey.entries, search=search, searched=searched, blocks=blocks)

@@ -40,8 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from bdekit.errors import UsageError
+from bdekit.format.copies import read_metadata
+from bdekit.format.layout import V2_METADATA_REGION, metadata_region_size
 from bdekit.image import mapfile as mapfile_mod
-from bdekit.synth.builder import Manifest, SeededRandom, default_manifest_path, parse_size
+from bdekit.image.files import pwrite_all, write_atomic
+from bdekit.image.ranges import merge_intervals
+from bdekit.synth.manifest import Manifest, default_manifest_path
+from bdekit.synth.options import parse_size
+from bdekit.synth.seeded import SeededRandom
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +120,12 @@ def parse_copies(text: str) -> list[int]:
 
 def format_mapfile(size: int, bad: Sequence[tuple[int, int]]) -> str:
     """A finished GNU ddrescue mapfile over ``[0, size)``: ``bad`` ranges ``-``, the rest ``+``."""
-    blocks = mapfile_mod.blocks_from_bad(size, bad)
-    bad_blocks = [b for b in blocks if b.status == mapfile_mod.BAD]
-    current = bad_blocks[-1].pos if bad_blocks else 0
-    lines = ["# Mapfile. Created by bdekit synth damage (GNU ddrescue mapfile format)",
-             "# Areas marked '-' are bad sectors: their bytes in the image are garbage.",
-             "# current_pos  current_status  current_pass",
-             f"0x{current:08X}     +               1",
-             "#      pos        size  status"]
-    lines += [f"0x{b.pos:08X}  0x{b.size:08X}  {b.status}" for b in blocks]
-    return "\n".join(lines) + "\n"
+    bad_blocks = [b for b in mapfile_mod.blocks_from_bad(size, bad)
+                  if b.status == mapfile_mod.BAD]
+    return mapfile_mod.format_mapfile(
+        size, bad, creator="bdekit synth damage", dated=False,
+        note="Areas marked '-' are bad sectors: their bytes in the image are garbage.",
+        current_pos=bad_blocks[-1].pos if bad_blocks else 0)
 
 
 class ImageLayout:
@@ -132,7 +134,7 @@ class ImageLayout:
     def __init__(self, image: Path, manifest: Manifest | None) -> None:
         self.sector_size = 512
         self.metadata_offsets: list[int] = []
-        self.region_size = 0x10000
+        self.region_size = V2_METADATA_REGION
         self.block_size: int | None = None
         self.relocated: tuple[int, int] | None = None
         if manifest is not None:
@@ -144,8 +146,6 @@ class ImageLayout:
             if lay.get("relocated_offset"):
                 self.relocated = (int(lay["relocated_offset"]), int(lay["relocated_size"]))
             return
-        from bdekit.format.metadata import read_metadata
-
         with open(image, "rb") as fh:
             def read(offset: int, length: int) -> bytes:
                 fh.seek(offset)
@@ -155,8 +155,8 @@ class ImageLayout:
         self.sector_size = md.header.bytes_per_sector
         self.metadata_offsets = [c.offset for c in md.copies]
         self.block_size = len(md.best.block)
-        if md.version == 1:
-            self.region_size = max(0x4000, md.header.cluster_size)
+        self.region_size = metadata_region_size(md.version, md.header.bytes_per_sector,
+                                                md.header.cluster_size)
         virt = md.virtualization
         if virt is not None:
             self.relocated = (virt[0], int(md.block_header.virtualized_sectors)
@@ -166,14 +166,6 @@ class ImageLayout:
         if not 1 <= index <= len(self.metadata_offsets) or not self.metadata_offsets[index - 1]:
             raise UsageError(f"the image has no metadata copy {index}")
         return self.metadata_offsets[index - 1]
-
-
-def _write(fd: int, offset: int, data: bytes) -> None:
-    view = memoryview(data)
-    while len(view):
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def apply(image: str | os.PathLike[str], *, zero_copies: Sequence[int] = (),
@@ -203,7 +195,7 @@ def apply(image: str | os.PathLike[str], *, zero_copies: Sequence[int] = (),
             assert layout is not None
             off = layout.copy_offset(index)
             length = max(0, min(layout.region_size, image_size - off))
-            _write(fd, off, bytes(length))
+            pwrite_all(fd, bytes(length), off)
             records.append({"kind": "zero-copy", "copy": index, "offset": off,
                             "length": length})
         for index in garble_copies:
@@ -211,19 +203,20 @@ def apply(image: str | os.PathLike[str], *, zero_copies: Sequence[int] = (),
             off = layout.copy_offset(index)
             size = layout.block_size or _block_size(fd, off)
             length = max(0, min(size - 64, image_size - off - 64))
-            _write(fd, off + 64, SeededRandom(seed, f"damage:garble:{index}").bytes(length))
+            garbage = SeededRandom(seed, f"damage:garble:{index}").bytes(length)
+            pwrite_all(fd, garbage, off + 64)
             records.append({"kind": "garble-copy", "copy": index, "offset": off + 64,
                             "length": length})
         if zero_header:
             assert layout is not None
-            _write(fd, 0, bytes(layout.sector_size))
+            pwrite_all(fd, bytes(layout.sector_size), 0)
             records.append({"kind": "zero-header", "offset": 0, "length": layout.sector_size})
         if zero_relocated_header:
             assert layout is not None
             if layout.relocated is None:
                 raise UsageError("the image has no relocated header block (Vista layout)")
             off, length = layout.relocated
-            _write(fd, off, bytes(length))
+            pwrite_all(fd, bytes(length), off)
             records.append({"kind": "zero-relocated-header", "offset": off, "length": length,
                             "volume_offset": 0})
         if bad_sectors:
@@ -269,11 +262,11 @@ def _bad_sectors(fd: int, path: Path, image_size: int, ss: int,
             raise UsageError(f"bad sector range at {off} lies beyond the image "
                              f"({image_size} bytes)")
         rounded.append((start, end - start))
-    merged = mapfile_mod.merge_ranges(rounded)
+    merged = merge_intervals(rounded)
     records = []
     for i, (off, length) in enumerate(merged):
         garbage = SeededRandom(seed, f"damage:bad:{off}:{i}").bytes(length)
-        _write(fd, off, garbage)
+        pwrite_all(fd, garbage, off)
         records.append({"kind": "bad-sectors", "offset": off, "length": length,
                         "mapfile": os.path.relpath(map_path, path.parent)})
     previous: list[tuple[int, int]] = []
@@ -282,10 +275,7 @@ def _bad_sectors(fd: int, path: Path, image_size: int, ss: int,
         old = mapfile_mod.read_mapfile(map_path)
         previous = [(p, s) for p, s, status in old.unrescued() if status == mapfile_mod.BAD]
         domain = max(domain, old.size)
-    text = format_mapfile(domain, [*previous, *merged])
-    tmp = map_path.with_name(map_path.name + ".tmp")
-    tmp.write_text(text, encoding="ascii")
-    os.replace(tmp, map_path)
+    write_atomic(map_path, format_mapfile(domain, [*previous, *merged]), encoding="ascii")
     return records
 
 
@@ -302,7 +292,7 @@ def _flip_bits(fd: int, image_size: int, count: int, seed: int) -> dict[str, Any
     for pos in positions:
         off, bit = divmod(pos, 8)
         byte = os.pread(fd, 1, off)[0]
-        _write(fd, off, bytes([byte ^ (1 << bit)]))
+        pwrite_all(fd, bytes([byte ^ (1 << bit)]), off)
         bits.append([off, bit])
     first, last = bits[0][0], bits[-1][0]
     return {"kind": "flip-bits", "offset": first, "length": last - first + 1,

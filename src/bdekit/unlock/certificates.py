@@ -49,26 +49,36 @@ import os
 import re
 import secrets as _secrets
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from construct import Container, ListContainer
+from construct import Container
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bdekit.crypto import keys
-from bdekit.errors import BdeError, FormatError, MissingKeyError, UsageError, WrongKeyError
+from bdekit.errors import (
+    BdeError,
+    FormatError,
+    MissingKeyError,
+    UnsupportedCertificate,
+    UsageError,
+    WrongKeyError,
+)
 from bdekit.format.certificate import datum_payload, thumbprint_from_datum, try_der_certificate
-from bdekit.format.constants import DatumType, ProtectionType
-from bdekit.format.metadata import parse_datums
+from bdekit.format.constants import DatumType, KeyType, ProtectionType
+from bdekit.format.datum_build import key_datum, raw_datum, vmk_datum
+from bdekit.format.metadata import Metadata, parse_datums
+from bdekit.format.protector import Protector
+from bdekit.unlock.vmk import decrypt_fvek, unwrap_protector, wrap_key
 
 log = logging.getLogger(__name__)
 
-#: Key type of the VMK key datum inside AES-CCM datums (as Windows 10 writes it).
-VMK_KEY_TYPE = 0x2003
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
 
 
@@ -77,16 +87,12 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----"
 # --------------------------------------------------------------------------------------------
 
 
-class UnsupportedCertificate(UsageError):
-    """A certificate bdekit cannot use (not RSA)."""
-
-
 @dataclasses.dataclass
 class Certificate:
     """An X.509 certificate with (if given) its RSA private key."""
 
     certificate: x509.Certificate
-    private_key: Any = dataclasses.field(default=None, repr=False)
+    private_key: rsa.RSAPrivateKey | None = dataclasses.field(default=None, repr=False)
     path: str = "certificate"
 
     @property
@@ -117,7 +123,7 @@ def _password_bytes(password: str | bytes | None) -> bytes | None:
     return password.encode("utf-8") if isinstance(password, str) else bytes(password)
 
 
-def _load_pem_key(block: bytes, password: bytes | None, path: str) -> Any:
+def _load_pem_key(block: bytes, password: bytes | None, path: str) -> PrivateKeyTypes:
     try:
         return serialization.load_pem_private_key(block, password)
     except TypeError:
@@ -131,7 +137,7 @@ def _load_pem_key(block: bytes, password: bytes | None, path: str) -> Any:
                             path=path) from None
 
 
-def _load_key_file(path: str, password: bytes | None) -> Any:
+def _load_key_file(path: str, password: bytes | None) -> PrivateKeyTypes:
     data = _read(path)
     blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data) if b"PRIVATE KEY" in m.group(1)]
     if blocks:
@@ -153,61 +159,94 @@ def _read(path: str) -> bytes:
         raise UsageError(f"cannot read certificate file: {exc.strerror}", path=path) from None
 
 
+_Loaded = tuple[x509.Certificate, PrivateKeyTypes | None]
+_PEM_CERTIFICATES = (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE")
+
+
+def _load_pem(data: bytes, password: bytes | None, path: str) -> _Loaded:
+    """The first certificate and the first private key of a PEM file."""
+    cert: x509.Certificate | None = None
+    key: PrivateKeyTypes | None = None
+    for m in _PEM_BLOCK.finditer(data):
+        label, block = m.group(1), m.group(0)
+        if label in _PEM_CERTIFICATES and cert is None:
+            try:
+                cert = x509.load_pem_x509_certificate(block)
+            except ValueError:
+                raise UsageError(f"malformed {label.decode()} block in this PEM file",
+                                 path=path, offset=m.start()) from None
+        elif b"PRIVATE KEY" in label and key is None:
+            key = _load_pem_key(block, password, path)
+    if cert is None:
+        raise UsageError("no certificate in this PEM file (expected a CERTIFICATE block)",
+                         path=path)
+    return cert, key
+
+
+def _load_pkcs12(data: bytes, password: bytes | None, path: str) -> _Loaded:
+    """A PKCS#12 file's certificate and key (without a password: none, then empty)."""
+    for attempt in ([password] if password is not None else [None, b""]):
+        try:
+            key, cert, _extra = pkcs12.load_key_and_certificates(data, attempt)
+        except ValueError:
+            continue
+        if cert is None:
+            raise UsageError("the PKCS#12 file holds no certificate", path=path)
+        return cert, key
+    if password is None:
+        raise MissingKeyError("cannot open the PKCS#12 file without a password: give "
+                              "--certificate-password (or $BDEKIT_CERTIFICATE_PASSWORD)",
+                              path=path)
+    raise WrongKeyError("cannot open the PKCS#12 file: wrong --certificate-password (or not a "
+                        ".pfx/.p12 file)", path=path)
+
+
+def _key_name(key: object) -> str:
+    """``EC (secp256r1)``, ``Ed25519``, ``DSA``: the kind of a key, for messages."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return f"EC ({key.curve.name})"
+    return type(key).__name__.removesuffix("PrivateKey").removesuffix("PublicKey")
+
+
+def _rsa_key(cert: x509.Certificate, key: PrivateKeyTypes, path: str) -> rsa.RSAPrivateKey:
+    """``key`` once it is known to be the RSA key of ``cert`` (BitLocker uses RSA)."""
+    public = cert.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise UnsupportedCertificate(f"the certificate's key is {_key_name(public)}; BitLocker "
+                                     "certificate protectors use RSA", path=path)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise UnsupportedCertificate(f"the private key is {_key_name(key)}; BitLocker "
+                                     "certificate protectors use RSA", path=path)
+    if key.public_key().public_numbers() != public.public_numbers():
+        raise UsageError("the private key does not belong to the certificate", path=path)
+    return key
+
+
 def load_certificate(path: str | os.PathLike[str], password: str | bytes | None = None,
                      key_path: str | os.PathLike[str] | None = None) -> Certificate:
-    """Load a PKCS#12 (.pfx/.p12) file or a PEM file (certificate, optionally with its key).
+    """Load a PKCS#12 (.pfx/.p12) file, a PEM file (certificate, optionally with its key) or a
+    DER certificate (.cer, without key).
 
     ``key_path`` names a separate private key file (PEM or DER). A PKCS#12 file that cannot be
-    opened with ``password`` is a :class:`WrongKeyError` (exit 4).
+    opened with ``password`` is a :class:`WrongKeyError` (exit 4); a private key that is not
+    RSA, or that belongs to a certificate whose key is not RSA, an
+    :class:`UnsupportedCertificate` (exit 5).
     """
     spath = os.fspath(path)
     data = _read(spath)
     pw = _password_bytes(password)
-    cert: x509.Certificate | None = None
-    key: Any = None
+    key: PrivateKeyTypes | None = None
     if b"-----BEGIN" in data:
-        for m in _PEM_BLOCK.finditer(data):
-            label, block = m.group(1), m.group(0)
-            if label in (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE"):
-                if cert is None:
-                    cert = x509.load_pem_x509_certificate(block)
-            elif b"PRIVATE KEY" in label and key is None:
-                key = _load_pem_key(block, pw, spath)
-        if cert is None:
-            raise UsageError("no certificate in this PEM file (expected a CERTIFICATE block)",
-                             path=spath)
+        cert, key = _load_pem(data, pw, spath)
     else:
-        cert = try_der_certificate(data)  # a bare DER certificate (.cer), without key
-        if cert is None:
-            for attempt in ([pw] if pw is not None else [None, b""]):
-                try:
-                    key, cert, _extra = pkcs12.load_key_and_certificates(data, attempt)
-                    break
-                except ValueError:
-                    continue
-            else:
-                if pw is None:
-                    raise MissingKeyError("cannot open the PKCS#12 file without a password: "
-                                          "give --certificate-password (or "
-                                          "$BDEKIT_CERTIFICATE_PASSWORD)", path=spath)
-                raise WrongKeyError("cannot open the PKCS#12 file: wrong "
-                                    "--certificate-password (or not a .pfx/.p12 file)",
-                                    path=spath)
-        if cert is None:
-            raise UsageError("the PKCS#12 file holds no certificate", path=spath)
+        der = try_der_certificate(data)  # a bare DER certificate (.cer), without key
+        cert, key = (der, None) if der is not None else _load_pkcs12(data, pw, spath)
     if key_path is not None:
         key = _load_key_file(os.fspath(key_path), pw)
-    if key is not None:
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise UnsupportedCertificate(f"the private key is {type(key).__name__}; BitLocker "
-                                         "certificate protectors use RSA", path=spath)
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():
-            raise UsageError("the private key does not belong to the certificate", path=spath)
+    rsa_key = _rsa_key(cert, key, spath) if key is not None else None
     log.info("certificate %s: %s, thumbprint %s%s", spath, cert.subject.rfc4514_string(),
-             thumbprint(cert), "" if key is not None else " (no private key)")
-    return Certificate(cert, key, spath)
-
-
+             thumbprint(cert), "" if rsa_key is not None else " (no private key)")
+    return Certificate(cert, rsa_key, spath)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,13 +254,7 @@ def load_certificate(path: str | os.PathLike[str], password: str | bytes | None 
 # --------------------------------------------------------------------------------------------
 
 
-
-
-
-
-
-
-def protector_thumbprint(protector: Any) -> str | None:
+def protector_thumbprint(protector: Protector) -> str | None:
     info = protector.datum.find(DatumType.PUBLIC_KEY_INFO)
     return thumbprint_from_datum(info) if info is not None else None
 
@@ -244,7 +277,7 @@ def _ciphertexts(body: bytes, size: int) -> Iterator[tuple[str, bytes]]:
                 yield f"{label}, {order}", data
 
 
-_PADDINGS: list[tuple[str, Any]] = [
+_PADDINGS: list[tuple[str, Callable[[], AsymmetricPadding]]] = [
     ("RSA-OAEP-SHA1", lambda: padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)),
     ("RSA-OAEP-SHA256", lambda: padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(),
                                              None)),
@@ -266,9 +299,7 @@ def _plain_keys(plain: bytes) -> Iterator[tuple[str, bytes]]:
                 return
 
 
-def _verify_fvek(metadata: Any, vmk: bytes) -> bool:
-    from bdekit.unlock.vmk import decrypt_fvek
-
+def _verify_fvek(metadata: Metadata, vmk: bytes) -> bool:
     try:
         decrypt_fvek(metadata, vmk)
     except (WrongKeyError, FormatError):
@@ -276,28 +307,42 @@ def _verify_fvek(metadata: Any, vmk: bytes) -> bool:
     return True
 
 
-def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes:
+def unwrap_vmk(protector: Protector, cert: Certificate, metadata: Metadata | None = None
+               ) -> bytes:
     """The VMK of a certificate protector, trying every plausible layout (module docstring).
 
     Raises :class:`WrongKeyError` for a certificate that is not the protector's (thumbprint
-    differs, or no variant verifies) and :class:`MissingKeyError` without a private key.
+    differs, or no variant verifies), :class:`UnsupportedCertificate` for a certificate whose
+    key is not RSA and :class:`MissingKeyError` without a private key.
     """
-    from bdekit.unlock.vmk import _unwrap_vmk
-
     wanted = protector_thumbprint(protector)
     if wanted is not None and wanted != cert.thumbprint:
         raise WrongKeyError(f"certificate {cert.thumbprint} is not the one of protector "
                             f"{protector.key_id} (thumbprint {wanted})")
+    public = cert.certificate.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise UnsupportedCertificate(f"certificate {cert.path} ({cert.thumbprint}) has a "
+                                     f"{_key_name(public)} key; BitLocker certificate "
+                                     "protectors use RSA")
     if cert.private_key is None:
-        raise MissingKeyError(f"certificate {cert.thumbprint} has no private key (give a .pfx, "
-                              "a PEM file with the key, or --certificate-key)", path=cert.path)
+        raise MissingKeyError(f"certificate {cert.path} ({cert.thumbprint}) has no private key "
+                              "(give a .pfx, a PEM file with the key, or --certificate-key)")
     asym = protector.datum.find(DatumType.ASYMMETRIC_ENCRYPTED_KEY)
     if asym is None:
         raise FormatError("protector holds no asymmetric encrypted key datum (type 12)",
                           offset=protector.datum.offset)
-    key: rsa.RSAPrivateKey = cert.private_key
+    vmk = _try_layouts(protector, cert.private_key, datum_payload(asym), metadata)
+    if vmk is None:
+        raise WrongKeyError(f"certificate {cert.thumbprint} does not decrypt protector "
+                            f"{protector.key_id}: no RSA padding / byte order / key form "
+                            "verifies (wrong certificate, or an unknown protector layout)")
+    return vmk
+
+
+def _try_layouts(protector: Protector, key: rsa.RSAPrivateKey, body: bytes,
+                 metadata: Metadata | None) -> bytes | None:
+    """The VMK from the first variant (window, padding, key form, use) that verifies."""
     size = (key.key_size + 7) // 8
-    body = datum_payload(asym)
     has_wrapped = bool(protector.wrapped_vmks)
     for window, ciphertext in _ciphertexts(body, size):
         for pad_name, make_padding in _PADDINGS:
@@ -308,7 +353,7 @@ def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes
             for form, candidate in _plain_keys(plain):
                 if has_wrapped:
                     try:
-                        vmk = _unwrap_vmk(protector, candidate)
+                        vmk = unwrap_protector(protector, candidate)
                     except (WrongKeyError, FormatError):
                         pass
                     else:
@@ -319,9 +364,7 @@ def unwrap_vmk(protector: Any, cert: Certificate, metadata: Any = None) -> bytes
                     log.info("certificate protector %s: %s, %s, %s is the VMK itself",
                              protector.key_id, pad_name, window, form)
                     return candidate
-    raise WrongKeyError(f"certificate {cert.thumbprint} does not decrypt protector "
-                        f"{protector.key_id}: no RSA padding / byte order / key form verifies "
-                        "(wrong certificate, or an unknown protector layout)")
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,19 +412,6 @@ def encrypt_for_certificate(cert: x509.Certificate, key32: bytes, seed: bytes | 
     return oaep_sha1_encrypt(public, bytes(key32), seed or _secrets.token_bytes(20))[::-1]
 
 
-def _key_datum(key: bytes, key_type: int = VMK_KEY_TYPE) -> Container:
-    return Container(role=0, type=DatumType.KEY, version=1,
-                     body=Container(key_type=key_type, key_flags=0, key=bytes(key)))
-
-
-def _aes_ccm_datum(key: bytes, nonce: bytes, inner: Container) -> Container:
-    from bdekit.format import structs
-
-    mac, data = keys.aes_ccm_encrypt(key, nonce, structs.DATUM.build(inner))
-    return Container(role=0, type=DatumType.AES_CCM_ENCRYPTED_KEY, version=1,
-                     body=Container(nonce=nonce, mac=mac, data=data))
-
-
 def build_protector_datum(cert: x509.Certificate, vmk: bytes, nonce: bytes, *,
                           guid: uuid.UUID | None = None, modified_time: int = 0,
                           protection: int = ProtectionType.PUBLIC_KEY,
@@ -390,19 +420,19 @@ def build_protector_datum(cert: x509.Certificate, vmk: bytes, nonce: bytes, *,
     """A certificate protector VMK datum in the synthetic layout (module docstring)."""
     inter = intermediate if intermediate is not None else _secrets.token_bytes(32)
     children = [
-        Container(role=0, type=DatumType.PUBLIC_KEY_INFO, version=1,
-                  body=Container(data=public_key_info_body(cert))),
-        Container(role=0, type=DatumType.ASYMMETRIC_ENCRYPTED_KEY, version=1,
-                  body=Container(data=encrypt_for_certificate(cert, inter, oaep_seed))),
-        _aes_ccm_datum(inter, nonce, _key_datum(vmk)),
+        raw_datum(DatumType.PUBLIC_KEY_INFO, public_key_info_body(cert)),
+        raw_datum(DatumType.ASYMMETRIC_ENCRYPTED_KEY,
+                  encrypt_for_certificate(cert, inter, oaep_seed)),
+        # the VMK key datum is version 1 here (Windows' payload keys are version 0)
+        wrap_key(inter, nonce, key_datum(vmk, KeyType.VMK)),
     ]
-    return Container(role=2, type=DatumType.VOLUME_MASTER_KEY, version=1,
-                     body=Container(guid=guid or uuid.uuid4(), modified_time=modified_time,
-                                    unknown=0, protection=int(protection),
-                                    datums=ListContainer(children)))
+    return vmk_datum(guid or uuid.uuid4(), modified_time, protection, children)
 
 
-def _as_x509(cert: Any) -> x509.Certificate:
+CertificateSource = x509.Certificate | Certificate | str | os.PathLike[str]
+
+
+def _as_x509(cert: CertificateSource) -> x509.Certificate:
     if isinstance(cert, Certificate):
         return cert.certificate
     if isinstance(cert, x509.Certificate):
@@ -420,7 +450,7 @@ class CertificateSpec:
     so the image is deterministic; the layout is the one in the module docstring.
     """
 
-    cert: Any
+    cert: CertificateSource
     protection: int = ProtectionType.PUBLIC_KEY
 
     def prepare(self, rng: Any) -> CertificateProtector:

@@ -27,12 +27,19 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from bdekit.crypto import keys
 from bdekit.errors import BdeError, FormatError, UsageError, WrongKeyError
-from bdekit.escrow.secrets import AttemptHook, KeyCandidate, UnlockResult
-from bdekit.format.constants import DatumType, ProtectionType
+from bdekit.escrow.secrets import (
+    AttemptHook,
+    AttemptOutcome,
+    KeyCandidate,
+    SecretKind,
+    UnlockResult,
+    UnlockVia,
+    match_protector,
+)
+from bdekit.format.constants import DatumType
 from bdekit.format.metadata import Metadata, parse_datums
 from bdekit.format.protector import Protector, protectors_of
 from bdekit.unlock.vmk import decrypt_fvek
@@ -133,16 +140,16 @@ def search(metadata: Metadata, typed: str, *, level: int = 1,
     """
     if protectors is None:
         protectors = [p for p in protectors_of(metadata)
-                      if p.protection == ProtectionType.RECOVERY_PASSWORD]
+                      if match_protector(p, SecretKind.RECOVERY_PASSWORD) is not None]
     if not protectors:
         raise WrongKeyError("--fix-typos: the volume has no recovery password protector",
                             path=path)
     total = plan(typed, level, max_candidates)
     if total == 0:
-        hint = (" (every block passes its check digit; --fix-typos=2 also tries the errors "
-                "a check digit cannot see)") if level == 1 else ""
+        hint = ("every block passes its check digit; --fix-typos=2 also tries the errors "
+                "a check digit cannot see") if level == 1 else None
         raise WrongKeyError(f"--fix-typos={level}: no valid recovery password is one typing "
-                            f"error per block away from the one given{hint}", path=path)
+                            "error per block away from the one given", path=path, hint=hint)
     workers = max(1, min(workers or cpu_count(), total))
     if announce:
         announce(f"bdekit: testing {total} correction{'s' if total != 1 else ''} of the "
@@ -157,10 +164,11 @@ def search(metadata: Metadata, typed: str, *, level: int = 1,
         nonlocal tried
         tried += 1
         if on_attempt is not None:
-            cand = KeyCandidate("recovery-password", None, source=attempt_source)
+            cand = KeyCandidate(SecretKind.RECOVERY_PASSWORD, None, source=attempt_source)
+            outcome = AttemptOutcome.WRONG_KEY if index is None else AttemptOutcome.UNLOCKED
             for i, protector in enumerate(protectors):
                 if index is None or i == index:
-                    on_attempt(cand, protector, "unlocked" if index is not None else "wrong key")
+                    on_attempt(cand, protector, outcome)
         if progress is not None:
             progress(tried, total)
 
@@ -184,8 +192,8 @@ def search(metadata: Metadata, typed: str, *, level: int = 1,
     fvek, key_type = decrypt_fvek(metadata, vmk)
     protector = protectors[index]
     log.info("typo correction %d of %d unlocks protector %s", tried, total, protector.guid)
-    result = UnlockResult(fvek, key_type or metadata.method, vmk, "recovery-password", protector,
-                          attempt_source)
+    result = UnlockResult(fvek, key_type or metadata.method, vmk, UnlockVia.RECOVERY_PASSWORD,
+                          protector, attempt_source)
     return TypoResult(candidate, result, tried, total)
 
 
@@ -199,7 +207,7 @@ def _parallel(candidates: Iterator[str], targets: list[Target], workers: int,
     window = workers * 2
     found: tuple[str, int, bytes] | None = None
     executor = cf.ProcessPoolExecutor(max_workers=workers)
-    pending: set[cf.Future[Any]] = set()
+    pending: set[cf.Future[tuple[str, int | None, bytes | None]]] = set()
     try:
         def fill() -> None:
             while len(pending) < window:

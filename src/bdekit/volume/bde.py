@@ -1,63 +1,74 @@
-"""The decrypted view of a BitLocker volume: a read planner and a file-like stream.
+"""A BitLocker volume: its metadata, unlocking it, and reading it decrypted.
 
-The volume a user sees differs from the bytes on disk in a few places, all handled by planning
-each read as *runs* before any byte is read:
-
-* ``RELOCATED`` — Windows 7+: the first ``virtualized sectors`` of the volume (the original
-  boot sector and what follows it) are served from the relocated header block, decrypted with
-  the relocated (physical) positions as IV / tweak.
-* ``VISTA_HEADER`` — Vista: sector 0 is the BitLocker header with its OEM field turned back
-  into ``NTFS    `` and the u64 at 0x38 replaced by the MFT mirror cluster of the block header;
-  the rest of the first 8 KiB is plaintext.
-* ``ZERO`` — the metadata copies (64 KiB each on v2, 16 KiB rounded to the cluster on v1), the
-  relocated header block itself, and on used-space-only volumes the EOW information blocks,
-  bitmaps and conversion logs.
-* ``PLAIN`` / ``ENCRYPTED`` — partly converted volumes: below the state offset encrypted, at or
-  above it plaintext; on used-space-only (EOW) volumes, per chunk by the current bitmap record
-  (one bit per chunk, LSB first, set = encrypted).
-* ``MISSING`` — ranges whose ciphertext lies beyond the end of the image (truncated capture).
-
-The map from volume offsets to runs is built once when the volume opens (a sorted list of
-segments), so planning a read is a bisect and a slice: cheap enough for 20,000+ random 4 KiB
-reads a second. Decryption goes through :mod:`bdekit.ciphers` over whole runs.
+:class:`BdeVolume` is thin. Opening reads the metadata copies (:mod:`bdekit.format.metadata`);
+:meth:`BdeVolume.unlock` finds the FVEK (:mod:`bdekit.unlock`), makes the sector cipher, checks
+each copy's SHA-256 integrity, reads the used-space-only bitmaps and finds the volume size —
+from the decrypted boot sector (``size_source`` "boot sector"), else the image. Then the read
+planner (:mod:`bdekit.volume.planner`, pure functions) maps the volume once, and every read is
+its planned runs: zero-filled, copied, or read and decrypted in place over whole runs
+(:mod:`bdekit.crypto.ciphers`), straight into the caller's buffer. A read that is not sector
+aligned goes through one bounce buffer. :meth:`BdeVolume.open` gives the file object
+(:mod:`bdekit.volume.stream`); :func:`open_volume` does all of it from a path.
 """
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import logging
 import os
 from typing import Any
 
 from bdekit.crypto import ciphers
 from bdekit.errors import BdeError, FormatError, WrongKeyError
-from bdekit.escrow.secrets import Secrets, UnlockResult
-from bdekit.format.bootsector import boot_sector_size
-from bdekit.format.constants import DatumType, EncryptionMethod, VolumeState
+from bdekit.escrow.secrets import AttemptHook, Secrets, UnlockResult
+from bdekit.format.bek import read_bek
+from bdekit.format.bootsector import parse_boot_sector
+from bdekit.format.constants import EncryptionMethod, VolumeState
+from bdekit.format.copies import read_metadata
 from bdekit.format.eow import EowLayout, read_eow
+from bdekit.format.filetime import filetime_to_datetime
 from bdekit.format.layout import round_up
-from bdekit.format.metadata import V1_METADATA_REGION, V2_METADATA_REGION, Metadata, read_metadata
-from bdekit.format.protector import protectors_of
+from bdekit.format.metadata import CopyIntegrity, Metadata
+from bdekit.format.protector import Protector, protectors_of
+from bdekit.image.imagesource import ImageSource, SliceSource
+from bdekit.image.locate import volume_source
 from bdekit.unlock.attempt import unlock
-from bdekit.unlock.vmk import unwrap_key
-from bdekit.volume.planner import Run, RunKind, SegmentMap, _bitmap_runs, merge_runs
+from bdekit.unlock.integrity import settle
+from bdekit.volume.planner import (
+    Run,
+    RunKind,
+    SegmentMap,
+    build_map,
+    chunk_encrypted,
+    merge_runs,
+    reserved_regions,
+    volume_layout,
+)
 from bdekit.volume.stream import DecryptedStream
 
 log = logging.getLogger(__name__)
 
 
+class SizeSource(enum.StrEnum):
+    """Where the size of the decrypted volume came from."""
+
+    BOOT_SECTOR = "boot sector"  # the decrypted boot sector (NTFS, FAT or exFAT)
+    IMAGE = "image"  # the image (no readable boot sector)
+    BACKUP_BOOT_SECTOR = "backup boot sector"  # repair: the NTFS backup boot sector
+    STATE_OFFSET = "state offset"  # repair: the conversion boundary of a partly encrypted one
+
 
 class BdeVolume:
     """An opened (and, once :meth:`unlock` succeeded, readable) BitLocker volume.
 
-    ``source`` is any object with ``size``, ``read_at(offset, length)`` and
-    ``readinto_at(offset, buffer)`` (see :mod:`bdekit.sources`).
+    ``source`` is the image source of the volume (:mod:`bdekit.image.sources`; a partition is a
+    :class:`~bdekit.image.imagesource.SliceSource`).
     """
 
-    def __init__(self, source: Any, *, path: str | None = None,
+    def __init__(self, source: ImageSource, *, path: str | None = None,
                  metadata: Metadata | None = None) -> None:
         self.source = source
-        self.path = path or getattr(source, "path", None)
+        self.path = path or source.path
         self.image_size: int = int(source.size)
         self.metadata = metadata or read_metadata(self._read, self.path, self.image_size)
         self.header = self.metadata.header
@@ -65,12 +76,12 @@ class BdeVolume:
         self.unlocked: UnlockResult | None = None
         self.cipher: ciphers.SectorCipher | None = None
         self.volume_size: int = self.image_size
-        self.size_source = "image"
+        self.size_source = SizeSource.IMAGE
         self.map: SegmentMap | None = None
         self.eow: EowLayout | None = None
         # repair hook (bdekit.repair): (volume size, where it came from) when the boot sector
         # that normally gives it is damaged; None = from the boot sector / the image.
-        self.size_override: tuple[int, str] | None = None
+        self.size_override: tuple[int, SizeSource] | None = None
 
     # -- raw access -----------------------------------------------------------------------
     def _read(self, offset: int, length: int) -> bytes:
@@ -79,12 +90,14 @@ class BdeVolume:
         return bytes(self.source.read_at(offset, min(length, self.image_size - offset)))
 
     @property
-    def protectors(self) -> list[Any]:
+    def protectors(self) -> list[Protector]:
         return protectors_of(self.metadata)
 
     # -- unlocking --------------------------------------------------------------------------
-    def unlock(self, secrets: Secrets, **kwargs: Any) -> UnlockResult:
-        result = unlock(self.metadata, secrets, path=self.path, **kwargs)
+    def unlock(self, secrets: Secrets, *, on_attempt: AttemptHook | None = None) -> UnlockResult:
+        """Unlock with the first secret that fits a protector (``on_attempt``: called for
+        every secret tried, e.g. the audit log) and make the volume readable."""
+        result = unlock(self.metadata, secrets, path=self.path, on_attempt=on_attempt)
         self.set_key(result)
         return result
 
@@ -98,8 +111,8 @@ class BdeVolume:
         self.verify_integrity()
         self.eow = self._load_eow()
         self._build_map()
-        if (result.via == "fvek" and self.size_source == "image" and self.size_override is None
-                and self.metadata.version >= 2):
+        if (result.via == "fvek" and self.size_source == SizeSource.IMAGE
+                and self.size_override is None and self.metadata.version >= 2):
             # nothing authenticates a raw FVEK: a boot sector that does not decrypt is the
             # only sign of a wrong one (or of a damaged relocated header: use repair then)
             self.unlocked = None
@@ -109,22 +122,16 @@ class BdeVolume:
                                 "'bdekit repair')", path=self.path)
 
     def verify_integrity(self) -> None:
-        """Check each copy's SHA-256 validation datum with the VMK (when known)."""
+        """Weigh the copies with the VMK (SHA-256 integrity datums); the one that verifies
+        serves (see :func:`bdekit.unlock.integrity.settle`)."""
         vmk = self.unlocked.vmk if self.unlocked else None
-        for copy in self.metadata.copies:
-            if not copy.usable:
-                continue
-            if vmk is None or copy.validation is None:
-                copy.integrity = "unavailable"
-                continue
-            try:
-                inner = unwrap_key(copy.validation, vmk)
-            except (WrongKeyError, BdeError):
-                copy.integrity = "mismatch"
-                continue
-            digest = bytes(inner.body.key) if inner.type == DatumType.KEY else b""
-            copy.integrity = "ok" if digest == hashlib.sha256(copy.block).digest() else "mismatch"
-            if copy.integrity != "ok":
+        md = self.metadata
+        settlement = settle(md, vmk)
+        md.best = settlement.serving
+        md.trust = str(settlement.trust)
+        md.decisions = settlement.decisions
+        for copy in md.copies:
+            if copy.integrity == CopyIntegrity.MISMATCH:
                 log.warning("metadata copy %d at offset %d fails its SHA-256 integrity check",
                             copy.index, copy.offset)
 
@@ -141,105 +148,17 @@ class BdeVolume:
             return None
 
     def _build_map(self) -> None:
-        md = self.metadata
-        ss = self.sector_size
         self.volume_size, self.size_source = self._volume_size()
-        size = self.volume_size
-        decrypted = md.state == VolumeState.DECRYPTED or self.cipher is None
-        smap = SegmentMap(size, RunKind.PLAIN if decrypted else RunKind.ENCRYPTED, not decrypted)
-        if not decrypted:
-            if self.eow is not None:
-                # built in one pass: a bitmap may hold tens of thousands of runs, too many to
-                # paint one by one
-                plain: list[tuple[int, int]] = []
-                for region_off, region_size, bitmap, bits in self.eow.regions:
-                    for start, end, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
-                        if not enc:
-                            plain.append((region_off + start,
-                                          region_off + min(end, region_size)))
-                smap = SegmentMap.from_plain_ranges(size, plain)
-            else:
-                state_offset = int(md.block_header.state_offset)
-                if state_offset and state_offset < size:
-                    smap.paint(state_offset, size, RunKind.PLAIN, 0, False)
-        # zero regions
-        for start, length in self.reserved_regions():
-            smap.paint(start, start + length, RunKind.ZERO, 0, False)
-        # header
-        if md.version == 1:
-            smap.paint(0, ss, RunKind.VISTA_HEADER, 0, False)
-            smap.paint(ss, 0x2000, RunKind.PLAIN, 0, False)
-        else:
-            virt = md.virtualization
-            if virt is not None:
-                voff, vsize = virt
-                nvirt = int(md.block_header.virtualized_sectors) * ss or vsize
-                # the relocated sectors keep the encryption state of where they lie
-                enc_runs = self._state_runs(smap, voff, nvirt, decrypted)
-                for a, b, enc in enc_runs:
-                    smap.paint(a - voff, b - voff, RunKind.RELOCATED, voff, enc)
-        # missing tail: whatever lies beyond the image
-        if self.image_size < size:
-            self._paint_missing(smap)
-        self.map = smap
-        log.debug("volume map: %d segments over %d bytes", len(smap), size)
-
-    def _state_runs(self, smap: SegmentMap, start: int, length: int,
-                    decrypted: bool) -> list[tuple[int, int, bool]]:
-        if decrypted:
-            return [(start, start + length, False)]
-        out = []
-        pos = start
-        end = start + length
-        if self.eow is not None:
-            for region_off, region_size, bitmap, bits in self.eow.regions:
-                if region_off <= pos < region_off + region_size:
-                    for a, b, enc in _bitmap_runs(bitmap, bits, self.eow.chunk_size):
-                        a += region_off
-                        b = min(b + region_off, region_off + region_size)
-                        lo, hi = max(a, pos), min(b, end)
-                        if lo < hi:
-                            out.append((lo, hi, enc))
-                    return out
-        return [(start, end, True)]
-
-    def _paint_missing(self, smap: SegmentMap) -> None:
-        fixes = []
-        for i, seg in enumerate(smap.segs):
-            seg_end = smap.starts[i + 1] if i + 1 < len(smap.starts) else smap.size
-            if seg.kind == RunKind.ZERO:
-                continue
-            src_start = seg.start + seg.delta
-            src_end = seg_end + seg.delta
-            if src_end > self.image_size:
-                missing_from = max(src_start, self.image_size) - seg.delta
-                fixes.append((missing_from, seg_end))
-        for a, b in fixes:
-            smap.paint(a, b, RunKind.MISSING, 0, False)
+        layout = volume_layout(self.metadata, volume_size=self.volume_size,
+                               image_size=self.image_size, encrypted=self.cipher is not None,
+                               eow=self.eow)
+        self.map = build_map(layout)
 
     def reserved_regions(self) -> list[tuple[int, int]]:
-        md = self.metadata
-        ss = self.sector_size
-        regions: list[tuple[int, int]] = []
-        if md.version == 1:
-            cluster = self.header.cluster_size
-            region = round_up(V1_METADATA_REGION, cluster)
-        else:
-            region = round_up(V2_METADATA_REGION, ss)
-        offsets = [int(o) for o in md.block_header.metadata_offsets]
-        regions += [(o, region) for o in offsets if o]
-        if md.version >= 2:
-            virt = md.virtualization
-            if virt is not None:
-                nsec = int(md.block_header.virtualized_sectors) or 1
-                regions.append((virt[0], nsec * ss))
-        if self.eow is not None:
-            regions += self.eow.reserved
-        if md.state == VolumeState.SWITCHING_DIRTY and md.block_header.state_size:
-            regions.append((int(md.block_header.state_offset), int(md.block_header.state_size)))
-        return sorted(regions)
+        """The (offset, length) regions of the volume that read as zeros."""
+        return reserved_regions(self.metadata, self.eow)
 
-    def _volume_size(self) -> tuple[int, str]:
+    def _volume_size(self) -> tuple[int, SizeSource]:
         if self.size_override is not None:  # repair hook
             return self.size_override
         md = self.metadata
@@ -248,36 +167,30 @@ class BdeVolume:
             if md.version == 1:
                 first = bytearray(self._read(0, ss))
                 first[3:11] = b"NTFS    "
-                size = boot_sector_size(bytes(first))
+                info = parse_boot_sector(first)
             else:
                 virt = md.virtualization
                 if virt is None:
-                    return self.image_size, "image"
+                    return self.image_size, SizeSource.IMAGE
                 raw = self._read(virt[0], ss)
                 if len(raw) < ss:
-                    return self.image_size, "image"
+                    return self.image_size, SizeSource.IMAGE
                 buf = bytearray(ss)
                 if self.cipher is not None and self._relocated_encrypted(virt[0]):
                     self.cipher.decrypt(raw, buf, virt[0])
                 else:
                     buf[:] = raw
-                size = boot_sector_size(bytes(buf))
+                info = parse_boot_sector(buf)
         except BdeError:
-            size = None
-        if size:
-            return size, "boot sector"
-        return self.image_size, "image"
+            info = None
+        if info is not None:
+            return info.volume_size, SizeSource.BOOT_SECTOR
+        return self.image_size, SizeSource.IMAGE
 
     def _relocated_encrypted(self, offset: int) -> bool:
         if self.metadata.state == VolumeState.DECRYPTED:
             return False
-        eow = self.eow
-        if eow is not None:
-            for region_off, region_size, bitmap, bits in eow.regions:
-                if region_off <= offset < region_off + region_size:
-                    chunk = (offset - region_off) // eow.chunk_size
-                    return chunk < bits and bool(bitmap[chunk // 8] >> (chunk % 8) & 1)
-        return True
+        return chunk_encrypted(self.eow, offset)
 
     # -- reading ----------------------------------------------------------------------------
     def plan(self, offset: int, length: int) -> list[Run]:
@@ -333,8 +246,8 @@ class BdeVolume:
         bh = md.block_header
         out: dict[str, Any] = {
             "path": self.path,
-            "image_offset": int(getattr(self.source, "offset", 0)),
-            "container": getattr(self.source, "kind", "raw"),
+            "image_offset": self.source.offset if isinstance(self.source, SliceSource) else 0,
+            "container": self.source.kind,
             "metadata_version": md.version,
             "header_kind": self.header.kind,
             "encryption_method": md.method_name,
@@ -360,13 +273,11 @@ class BdeVolume:
 
 
 def _iso(filetime: int) -> str | None:
-    from bdekit.format.metadata import filetime_to_datetime
-
     value = filetime_to_datetime(int(filetime))
     return value.isoformat() if value else None
 
 
-def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None = None,
+def open_volume(path: str | os.PathLike[str] | ImageSource, *, secrets: Secrets | None = None,
                 recovery_password: str | None = None, password: str | None = None,
                 bek: str | os.PathLike[str] | None = None, fvek: bytes | str | None = None,
                 vmk: bytes | str | None = None, offset: int | None = None,
@@ -376,8 +287,6 @@ def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None =
     ``path`` may be a path (raw, split, E01, VHD/VHDX; a partitioned disk with ``offset`` or
     ``partition``, or the single BitLocker partition) or an image source object.
     """
-    from bdekit.format.bek import read_bek
-
     sec = secrets or Secrets()
     if recovery_password:
         sec.recovery_passwords.append(recovery_password)
@@ -394,11 +303,9 @@ def open_volume(path: str | os.PathLike[str] | Any, *, secrets: Secrets | None =
     return volume.open()
 
 
-def open_bde(path: str | os.PathLike[str] | Any, *, offset: int | None = None,
+def open_bde(path: str | os.PathLike[str] | ImageSource, *, offset: int | None = None,
              partition: int | None = None) -> BdeVolume:
     """Open the BitLocker volume in an image (locked; call ``unlock``)."""
-    from bdekit.image import locate
-
-    source = locate.volume_source(path, offset=offset, partition=partition)
-    return BdeVolume(source, path=getattr(source, "path", None))
+    source = volume_source(path, offset=offset, partition=partition)
+    return BdeVolume(source, path=source.path)
 

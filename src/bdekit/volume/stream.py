@@ -10,7 +10,10 @@ import io
 import logging
 import os
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ class PlannedReader(Protocol):
     @property
     def volume_size(self) -> int: ...
 
-    def read_into(self, offset: int, buf: memoryview) -> int: ...
+    def read_into(self, offset: int, buf: memoryview | bytearray) -> int: ...
 
 
 class DecryptedStream(io.RawIOBase):
@@ -68,7 +71,7 @@ class DecryptedStream(io.RawIOBase):
             self._pos = pos
             return pos
 
-    def readinto(self, b: Any) -> int:
+    def readinto(self, b: WriteableBuffer) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed stream")
         mv = memoryview(b).cast("B")

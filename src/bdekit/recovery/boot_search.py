@@ -1,8 +1,31 @@
-"""bootsector: split from bdekit.recovery (TODO docstring)."""
+"""Finding boot sectors in a damaged image: the relocated one, the NTFS backup, the sector size.
+
+What counts as a boot sector is :func:`bdekit.format.bootsector.parse_boot_sector`'s rule (a
+plausible NTFS, FAT or exFAT BPB); a hit must also say it uses the sector size it was found
+with.
+
+Relocated header block
+    Windows 7+ moves the original first sectors of the volume (the boot sector and what
+    follows) to the relocated header block, encrypted at its new position. When the metadata
+    does not say where it is, :func:`find_relocated_header` tries the candidate positions
+    (right after each metadata region, where Windows puts it), then brute force: every sector
+    of the image is decrypted in chunks (all-zero ciphertext skipped) and checked. The hit
+    describing the largest volume wins; one lying at ``volume size - sector`` is that
+    volume's *backup* boot sector instead.
+Backup boot sector
+    NTFS keeps a copy of its boot sector in the last sector of the volume (volume size =
+    (total sectors + 1) x bytes per sector). :func:`find_backup_boot_sector` checks candidate
+    volume sizes (what a key package recorded, the state offset of the block header - the
+    encrypted size on Windows 10 -, the image size) by decrypting the sector at
+    ``size - sector`` (and reading it as plaintext) and requiring a BPB that describes exactly
+    that size.
+Sector size
+    :func:`detect_sector_size`: the sector size under which a sector decrypts to a boot sector
+    whose bytes-per-sector field agrees.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -11,18 +34,38 @@ import numpy as np
 from bdekit.crypto import ciphers
 from bdekit.errors import BdeError
 from bdekit.format.bootsector import BootSector, parse_boot_sector
-from bdekit.format.metadata import VolumeHeader
 from bdekit.recovery.metadata_scan import SECTOR_SIZES, ReadFn
 
 log = logging.getLogger(__name__)
 
+#: the smallest volume a backup boot sector search considers (the header block is 8 KiB)
+_MIN_VOLUME = 0x2000
+
 
 def decrypt_sector(cipher: ciphers.SectorCipher | None, raw: bytes, offset: int) -> bytes:
+    """``raw`` (whole sectors at volume offset ``offset``) decrypted; as is without a cipher."""
     if cipher is None:
         return raw
     buf = bytearray(len(raw))
     cipher.decrypt(raw, buf, offset)
     return bytes(buf)
+
+
+def _backup_at(read: ReadFn, size: int, cipher: ciphers.SectorCipher | None,
+               sector_size: int) -> tuple[bytes, bool] | None:
+    """``(sector, was encrypted)`` when the last sector of a ``size``-byte volume holds a boot
+    sector describing exactly that size."""
+    pos = size - sector_size
+    raw = read(pos, sector_size)
+    if len(raw) < sector_size:
+        return None
+    for encrypted in ((True, False) if cipher is not None else (False,)):
+        plain = decrypt_sector(cipher, raw, pos) if encrypted else raw
+        info = parse_boot_sector(plain)
+        if info is not None and info.volume_size == size \
+                and info.bytes_per_sector == sector_size:
+            return plain, encrypted
+    return None
 
 
 def find_backup_boot_sector(read: ReadFn, image_size: int, cipher: ciphers.SectorCipher | None,
@@ -32,7 +75,7 @@ def find_backup_boot_sector(read: ReadFn, image_size: int, cipher: ciphers.Secto
     volume size whose last sector holds a boot sector describing exactly that size."""
     seen: set[int] = set()
     for size, why in candidates:
-        if not size or size in seen or size % sector_size or size <= 0x2000:
+        if not size or size in seen or size % sector_size or size <= _MIN_VOLUME:
             continue
         seen.add(size)
         pos = size - sector_size
@@ -40,15 +83,9 @@ def find_backup_boot_sector(read: ReadFn, image_size: int, cipher: ciphers.Secto
             log.info("backup boot sector for volume size %d (%s) would lie at %d, beyond the "
                      "image (%d bytes)", size, why, pos, image_size)
             continue
-        raw = read(pos, sector_size)
-        if len(raw) < sector_size:
-            continue
-        for encrypted in ((True, False) if cipher is not None else (False,)):
-            plain = decrypt_sector(cipher, raw, pos) if encrypted else raw
-            info = parse_boot_sector(plain)
-            if info is not None and info.volume_size == size \
-                    and info.bytes_per_sector == sector_size:
-                return size, plain, why, encrypted
+        found = _backup_at(read, size, cipher, sector_size)
+        if found is not None:
+            return size, found[0], why, found[1]
         log.info("no backup boot sector at %d (volume size %d from %s)", pos, size, why)
     return None
 
@@ -112,6 +149,27 @@ def find_relocated_header(read: ReadFn, image_size: int, method: int, fvek: byte
     return None
 
 
+def _boot_sectors_in(data: bytes, pos: int, cipher: ciphers.SectorCipher,
+                     ss: int) -> list[tuple[int, BootSector]]:
+    """Boot sectors among the sectors of ``data`` (ciphertext at ``pos``) once decrypted."""
+    n = len(data) - len(data) % ss
+    arr = np.frombuffer(data, dtype=np.uint8, count=n).reshape(-1, ss)
+    nonzero = np.flatnonzero(arr.any(axis=1))
+    if not nonzero.size:
+        return []
+    plain = bytearray(n)
+    cipher.decrypt(data[:n], plain, pos)
+    parr = np.frombuffer(plain, dtype=np.uint8).reshape(-1, ss)
+    sig = (parr[:, 510] == 0x55) & (parr[:, 511] == 0xAA)
+    hits: list[tuple[int, BootSector]] = []
+    for i in np.flatnonzero(sig[nonzero]).tolist():
+        idx = int(nonzero[i])
+        info = parse_boot_sector(bytes(parr[idx, :512]))
+        if info is not None and info.bytes_per_sector == ss:
+            hits.append((pos + idx * ss, info))
+    return hits
+
+
 def _brute_force(read: ReadFn, image_size: int, method: int, fvek: bytes, ss: int,
                  chunk: int) -> list[tuple[int, BootSector]]:
     try:
@@ -127,22 +185,10 @@ def _brute_force(read: ReadFn, image_size: int, method: int, fvek: bytes, ss: in
         n = len(data) - len(data) % ss
         if n <= 0:
             break
-        arr = np.frombuffer(data, dtype=np.uint8, count=n).reshape(-1, ss)
-        nonzero = np.flatnonzero(arr.any(axis=1))
-        if nonzero.size:
-            plain = bytearray(n)
-            cipher.decrypt(data[:n], plain, pos)
-            parr = np.frombuffer(plain, dtype=np.uint8).reshape(-1, ss)
-            sig = (parr[:, 510] == 0x55) & (parr[:, 511] == 0xAA)
-            for i in np.flatnonzero(sig[nonzero]).tolist():
-                idx = int(nonzero[i])
-                info = parse_boot_sector(bytes(parr[idx, :512]))
-                if info is not None and info.bytes_per_sector == ss:
-                    hits.append((pos + idx * ss, info))
+        hits += _boot_sectors_in(data[:n], pos, cipher, ss)
         pos += n
     return hits
 
 
-def with_sector_size(header: VolumeHeader, sector_size: int) -> VolumeHeader:
-    return dataclasses.replace(header, bytes_per_sector=sector_size)
-
+__all__ = ["decrypt_sector", "detect_sector_size", "find_backup_boot_sector",
+           "find_relocated_header"]

@@ -1,0 +1,141 @@
+"""Reading the three metadata copies and weighing them before anything is unlocked.
+
+Where the copies are: the volume header's GUID record names all three (Windows 7+); on Vista
+the header names the first (a cluster number) and the first copy's block header the other two.
+Each copy is read and judged on its own (:func:`bdekit.format.metadata.read_metadata_copy`).
+
+Then the copies are weighed, never simply taken first-come: the raw regions of every copy
+whose offset lies in the image are voted on byte by byte (:mod:`bdekit.format.consensus`), and
+the majority is parsed like a copy (index 0). The copy that serves until the VMK can verify
+one (:mod:`bdekit.unlock.integrity`) is, in order: a copy whose CRC holds and which equals the
+majority; any copy whose CRC holds; the majority when it parses and its CRC holds; the first
+copy that parses; the majority. Only when none of these exists is the metadata unusable
+(:class:`~bdekit.errors.MetadataError`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bdekit.errors import MetadataError
+from bdekit.format.consensus import Vote, field_namer, vote, vote_span
+from bdekit.format.metadata import (
+    HeaderKind,
+    Metadata,
+    MetadataCopy,
+    ReadFn,
+    VolumeHeader,
+    parse_volume_header,
+    read_metadata_copy,
+)
+
+log = logging.getLogger(__name__)
+
+#: largest block a copy's header may claim and still take part in the vote
+_MAX_VOTED_BLOCK = 0x10000
+
+
+def _read_copies(read: ReadFn, header: VolumeHeader, path: str | None,
+                 image_size: int | None) -> list[MetadataCopy]:
+    offsets = list(header.metadata_offsets)
+    if header.kind != HeaderKind.VISTA:
+        return [read_metadata_copy(read, off, index, path, image_size)
+                for index, off in enumerate(offsets, start=1)]
+    first = read_metadata_copy(read, offsets[0], 1, path, image_size)
+    if first.block_header is not None:
+        offsets = [int(o) for o in first.block_header.metadata_offsets]
+    else:
+        offsets = [*offsets, 0, 0]
+    rest = [read_metadata_copy(read, off, index, path, image_size)
+            for index, off in enumerate(offsets[1:], start=2)]
+    return [first, *rest]
+
+
+def _claimed_size(head: bytes) -> int:
+    if len(head) < 12:
+        return 0
+    units = int.from_bytes(head[8:10], "little")
+    version = int.from_bytes(head[10:12], "little")
+    size = units * 16 if version >= 2 else units
+    return size if 112 <= size <= _MAX_VOTED_BLOCK else 0
+
+
+def _regions(read: ReadFn, copies: list[MetadataCopy],
+             image_size: int | None) -> tuple[dict[int, bytes], int]:
+    """Raw bytes from each copy's offset (copies whose offset lies in the image)."""
+    placed = [c for c in copies
+              if c.offset > 0 and c.offset % 512 == 0
+              and (image_size is None or c.offset + 64 <= image_size)]
+    sizes = [_claimed_size(read(c.offset, 12)) for c in placed]
+    span = vote_span([s for s in sizes if s])
+    if span <= 8 + 0x200:
+        return {}, 0
+    return {c.index: read(c.offset, span) for c in placed}, span
+
+
+def _vote_copy(read: ReadFn, copies: list[MetadataCopy], path: str | None,
+               image_size: int | None) -> tuple[MetadataCopy | None, Vote | None]:
+    regions, span = _regions(read, copies, image_size)
+    if len(regions) < 2:
+        return None, None
+    plain = vote(regions, span)
+    anchor = min(c.offset for c in copies if c.index in regions)
+    data = plain.data
+
+    def read_voted(offset: int, length: int) -> bytes:
+        rel = offset - anchor
+        return data[rel:rel + length] if rel >= 0 else b""
+
+    voted = read_metadata_copy(read_voted, anchor, 0, path, None)
+    if not plain.disagreements:
+        return voted, plain
+    spans = [(d.offset - anchor, d.offset - anchor + d.size,
+              f"datum at +{d.offset - anchor} ({d.type_name}, role {d.role_name})")
+             for d in voted.datums]
+    named = vote(regions, span, field_namer(data, voted.block_size or span, spans))
+    return voted, named
+
+
+def choose_copy(copies: list[MetadataCopy],
+                voted: MetadataCopy | None = None) -> MetadataCopy | None:
+    """The copy that serves before anything can be verified (module docstring)."""
+    usable = [c for c in copies if c.usable]
+    if voted is not None and voted.usable:
+        for copy in usable:
+            if copy.crc_ok and copy.block == voted.block:
+                return copy
+    for copy in usable:
+        if copy.crc_ok:
+            return copy
+    if voted is not None and voted.usable and voted.crc_ok:
+        return voted
+    if usable:
+        return usable[0]
+    return voted if voted is not None and voted.usable else None
+
+
+def read_metadata(read: ReadFn, path: str | None = None,
+                  image_size: int | None = None) -> Metadata:
+    """Read the volume header and every metadata copy, weigh them; raise if none is usable."""
+    header = parse_volume_header(read(0, 512), path)
+    log.debug("volume header: %s, metadata offsets %s", header.kind, header.metadata_offsets)
+    copies = _read_copies(read, header, path, image_size)
+    voted, result = _vote_copy(read, copies, path, image_size)
+    best = choose_copy(copies, voted)
+    if best is None:
+        reasons = "; ".join(f"copy {c.index} at {c.offset}: {c.status}" for c in copies)
+        raise MetadataError(f"no usable BitLocker metadata ({reasons})", path=path)
+    for copy in copies:
+        if copy is not best and copy.status != "ok":
+            log.warning("metadata copy %d at offset %d: %s (%s serves)", copy.index,
+                        copy.offset, copy.status, _name(best))
+    decisions = [d.to_json() for d in result.disagreements] if result is not None else []
+    if best.index == 0:
+        log.warning("no metadata copy is intact on its own: the majority of the copies serves")
+    return Metadata(header=header, copies=copies, best=best, vote_copy=voted,
+                    vote_decisions=decisions,
+                    vote_undecided=bool(result is not None and result.undecided))
+
+
+def _name(copy: MetadataCopy) -> str:
+    return "the majority of the copies" if copy.index == 0 else f"copy {copy.index}"

@@ -1,0 +1,1 @@
+"""Tests of `bdekit batch` (bdekit.batch)."""

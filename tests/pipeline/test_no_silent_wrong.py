@@ -1,0 +1,56 @@
+"""The rule, on damaged images: exit 0 means exact, exit 6 means every wrong byte is listed,
+any other exit leaves nothing behind. A seeded sample of mutants of a synthetic fixture (and
+of real Windows images when present) through ``decrypt`` and ``repair``; all mutants in
+``tools/damage_harness.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FIXTURES, REAL_PASSWORD, requires_real
+from tests.harness import Subject, load_subject, run_mutant, sample, summary
+
+CLEAR = FIXTURES / "cbc256-clear.img"
+RP_IMAGE = FIXTURES / "xts128-rp.img"
+RP = "015026-497662-343442-191037-086713-242187-380908-588159"
+SEED = 11
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mutants")
+
+
+def _check(subject: Subject, count: int, workdir: Path, command: str) -> None:
+    results = [(m.name, run_mutant(subject, m, workdir, command))
+               for m in sample(subject, count, SEED)]
+    wrong = [f"{name}: {v.outcome}" for name, v in results if not v.ok]
+    counts = summary(results)
+    assert counts["mutants"] == count
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["decrypt", "repair"])
+def test_used_space_only_fixture(workdir: Path, command: str) -> None:
+    subject = load_subject("cbc256-clear", CLEAR, [], workdir)
+    _check(subject, 60, workdir, command)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["decrypt", "repair"])
+def test_recovery_password_fixture(workdir: Path, command: str) -> None:
+    subject = load_subject("xts128-rp", RP_IMAGE, ["-rp", RP], workdir)
+    _check(subject, 40, workdir, command)
+
+
+@requires_real
+@pytest.mark.real
+@pytest.mark.slow
+def test_real_used_space_only_image(workdir: Path, real_image: Callable[[str], Path]) -> None:
+    subject = load_subject("eow_partial", real_image("eow_partial"),
+                           ["-pw", REAL_PASSWORD], workdir)
+    _check(subject, 20, workdir, "decrypt")
