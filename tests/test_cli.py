@@ -192,7 +192,7 @@ def test_wrong_bek(real_image, tmp_path: Path) -> None:  # type: ignore[no-untyp
     junk = tmp_path / "junk.bek"
     junk.write_bytes(b"hello")
     code, _out, err = run("info", str(real_image("startup_key")), "-rk", str(junk))
-    assert code == EXIT_FORMAT
+    assert code == EXIT_USAGE  # a malformed .BEK is a usage error (issue 12)
     assert str(junk) in assert_one_line_error(err)
 
 

@@ -29,7 +29,7 @@ import pytest
 
 from bdekit.errors import ReadError
 from bdekit.fuse import VOLUME_FILE_NAME, VolumeFS, fuse_problem, is_mounted
-from test_containers import (
+from tests.image.test_containers import (
     SECRET_NAME,
     make_container,
     make_volume,

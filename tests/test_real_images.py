@@ -4,13 +4,12 @@ peers' reference digests (libbde and dissect.fve, reduced to per-MiB digests).""
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
 
 from bdekit.escrow.secrets import Secrets
-from bdekit.format.bek import read_bek
+from bdekit.image.bounded import read_bek
 from bdekit.volume.bde import open_bde, open_volume
 from tests.conftest import (
     REAL_DIR,
@@ -148,7 +147,6 @@ def test_cli_decrypt_real(real_image, tmp_path: Path) -> None:  # type: ignore[n
             return fh.read(length)
 
     assert window_digests(Path(src), read) == reference_digests()["aes_256"]["windows"]
-    assert shutil.disk_usage(tmp_path) is not None
 
 
 def test_diffuser_fvek_as_memory_tools_print_it(real_image) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ import pytest
 from bdekit.errors import ReadError
 from bdekit.image.sources import open_source
 from bdekit.recovery.survey import find_metadata_blocks, scan_image
-from test_containers import (
+from tests.image.test_containers import (
     GPT_OFFSET,
     MBR_OFFSET,
     make_container,

@@ -4,13 +4,33 @@ The front door is :func:`open_volume`, which returns the decrypted volume as a r
 ``io.RawIOBase``; :func:`open_bde` returns the locked :class:`~bdekit.volume.BdeVolume` for
 inspection (metadata, protectors) before unlocking. Every deliberate error is a
 :class:`BdeError`.
+
+The volume names are imported when first used (PEP 562), so that ``import bdekit`` (and the
+command line's entry point, :mod:`bdekit.cli.entry`) starts fast.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bdekit._version import __version__
 from bdekit.errors import BdeError
-from bdekit.volume.bde import BdeVolume, open_bde, open_volume
-from bdekit.volume.stream import DecryptedStream
+
+if TYPE_CHECKING:
+    from bdekit.volume.bde import BdeVolume, open_bde, open_volume
+    from bdekit.volume.stream import DecryptedStream
+
+_LAZY = {"BdeVolume": "bdekit.volume.bde", "open_bde": "bdekit.volume.bde",
+         "open_volume": "bdekit.volume.bde", "DecryptedStream": "bdekit.volume.stream"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bdekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["BdeError", "BdeVolume", "DecryptedStream", "__version__", "open_bde", "open_volume"]

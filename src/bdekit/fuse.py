@@ -48,8 +48,8 @@ def import_mfusepy() -> ModuleType:
     try:
         return importlib.import_module("mfusepy")
     except ImportError:
-        raise UnsupportedError("mounting needs the optional extra: pip install 'bdekit[fuse]'"
-                               ) from None
+        raise UnsupportedError("mounting needs mfusepy, a dependency of bdekit that is not "
+                               "installed here: pip install mfusepy") from None
     except OSError as exc:  # mfusepy raises OSError("Unable to find libfuse")
         raise UnsupportedError(f"mounting needs libfuse (install fuse3 / libfuse2): {exc}"
                                ) from None

@@ -25,7 +25,7 @@ from typing import Any
 from bdekit import synth
 from bdekit.crypto import keys as crypto_keys
 from bdekit.synth import damage
-from tests.test_partitions import GptPart, build_gpt_image, build_mbr, mbr_entry
+from tests.image.test_partitions import GptPart, build_gpt_image, build_mbr, mbr_entry
 
 MiB = 1 << 20
 SECTOR = 512

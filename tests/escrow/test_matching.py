@@ -98,6 +98,7 @@ def test_a_bek_matches_by_the_guid_in_the_file() -> None:
 def test_kinds_keep_their_strings() -> None:
     """JSON output and the audit log show these strings; the enum must not change them."""
     assert [str(k) for k in SecretKind] == ["recovery-password", "password", "bek", "fvek",
-                                            "vmk", "certificate", "key-package"]
+                                            "vmk", "certificate", "key-package", "tpm",
+                                            "auto-unlock"]
     assert f"{SecretKind.RECOVERY_PASSWORD}" == "recovery-password"
     assert str(Match.KEY_ID) == "key id"

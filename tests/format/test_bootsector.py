@@ -10,8 +10,11 @@ Sources of the field values: the NTFS boot sector layout (bytes per sector at 0x
 per cluster at 0x0D, media 0xF8 at 0x15, total sectors u64 at 0x28, $MFT and $MFTMirr
 clusters at 0x30 / 0x38; backup in the last sector, outside the total), Microsoft's FAT
 specification (fatgen103: BPB_RsvdSecCnt 32 and BPB_BkBootSec 6 on FAT32, BPB_FATSz16 0 on
-FAT32) and Microsoft's exFAT specification (MustBeZero 11-63, VolumeLength at 72,
-BytesPerSectorShift at 108, NumberOfFats at 110, backup boot region at sector 12).
+FAT32), Microsoft's exFAT specification (MustBeZero 11-63, VolumeLength at 72,
+BytesPerSectorShift at 108, NumberOfFats at 110, backup boot region at sector 12) and the
+ReFS file system recognition structure as libfsrefs documents it (``ReFS`` and four zero bytes
+at 3, five zero bytes, ``FSRS`` at 16, number of sectors u64 at 24, bytes per sector u32 at
+32, sectors per cluster u32 at 36, major version at 40).
 """
 
 from __future__ import annotations
@@ -125,6 +128,28 @@ def test_exfat() -> None:
     stray_bpb = _exfat(65536)
     stray_bpb[11:13] = (512).to_bytes(2, "little")  # MustBeZero
     assert parse_boot_sector(stray_bpb) is None
+
+
+def _refs(sectors: int, *, bps: int = 512, spc: int = 8, major: int = 3) -> bytearray:
+    sector = bytearray(512)
+    sector[3:11] = b"ReFS\0\0\0\0"
+    sector[16:20] = b"FSRS"
+    struct.pack_into("<QII", sector, 24, sectors, bps, spc)
+    sector[40] = major
+    return sector
+
+
+def test_refs() -> None:
+    info = parse_boot_sector(_refs(2_097_152))
+    assert info is not None and info.fs == FsKind.REFS
+    assert info.bytes_per_sector == 512 and info.volume_size == 2_097_152 * 512
+    assert parse_boot_sector(_refs(1 << 20, bps=4096, spc=16)) is not None  # 64 KiB clusters
+    for bad in (_refs(0), _refs(100, spc=3), _refs(100, bps=4095), _refs(100, major=9),
+                _refs(100, spc=2)):  # 1 KiB clusters: ReFS has 4 or 64 KiB
+        assert parse_boot_sector(bad) is None
+    no_fsrs = _refs(100)
+    no_fsrs[16:20] = b"FSRX"
+    assert parse_boot_sector(no_fsrs) is None
 
 
 def test_not_boot_sectors() -> None:

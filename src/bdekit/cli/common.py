@@ -2,7 +2,11 @@
 
 Secrets may come from a flag, an environment variable (``BDEKIT_RECOVERY_PASSWORD``,
 ``BDEKIT_PASSWORD``, ``BDEKIT_CERTIFICATE_PASSWORD``), a file (``--password-file``,
-``--keyring``, ``--certificate``) or a prompt (a bare ``-pw``); none of them is ever logged.
+``--recovery-password-file``, ``--keyring``, ``--certificate``; ``-`` for standard input where
+documented), or a prompt (a bare ``-pw``); none of them is ever logged, and the audit log names
+where each came from (:mod:`bdekit.cli.inputs`). A flag's value is visible to other users of
+the machine (``ps``): the files, standard input and the environment are not. Every file is read
+bounded (:mod:`bdekit.image.bounded`).
 
 :func:`build_secrets` turns the options into :class:`Secrets` and keeps the non-secret ones
 (keyring, ``--fix-typos``, ``--max-candidates``, ``--audit-log``) as an
@@ -24,10 +28,12 @@ from typing import Any
 
 import click
 
+from bdekit.cli import inputs, protector_options
+from bdekit.cli.cmdline import OFFSET
 from bdekit.errors import UsageError
 from bdekit.escrow.keyring import load_keyring
 from bdekit.escrow.secrets import Secrets, UnlockResult
-from bdekit.format.bek import read_bek
+from bdekit.image.bounded import read_bek
 from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
 
@@ -56,13 +62,21 @@ def unlock_options(func: F) -> F:
     options = [
         click.option("-rp", "--recovery-password", "-RecoveryPassword", "recovery_password",
                      multiple=True, metavar="PASSWORD",
-                     help="48-digit recovery password (dashes, spaces or none). Also "
-                          "$BDEKIT_RECOVERY_PASSWORD."),
+                     help="48-digit recovery password (dashes, spaces or none); '-' reads it "
+                          "from standard input. Also $BDEKIT_RECOVERY_PASSWORD. A value on "
+                          "the command line is visible to other users: prefer the file, "
+                          "standard input or the variable"),
+        click.option("--recovery-password-file", "recovery_password_file", multiple=True,
+                     type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+                     help="read recovery passwords from this file, one per line ('-': "
+                          "standard input)"),
         click.option("-pw", "--password", "-Password", "password", is_flag=False,
                      flag_value=PROMPT, default=None, metavar="PASSWORD",
                      help="user password; a bare -pw prompts for it. Also $BDEKIT_PASSWORD."),
-        click.option("--password-file", type=click.Path(dir_okay=False), default=None,
-                     help="read the password from the first line of this file"),
+        click.option("--password-file", type=click.Path(dir_okay=False, allow_dash=True),
+                     default=None,
+                     help="read the password from the first line of this file ('-': "
+                          "standard input)"),
         click.option("-rk", "--bek", "-RecoveryKey", "bek", multiple=True,
                      type=click.Path(dir_okay=False),
                      help="startup key / recovery key file ({GUID}.BEK)"),
@@ -99,9 +113,11 @@ def unlock_options(func: F) -> F:
                           "or $XDG_STATE_HOME/bdekit/audit.jsonl)"),
         click.option("--partition", type=int, default=None,
                      help="use partition N of a partitioned disk image"),
-        click.option("--offset", type=int, default=None,
-                     help="the volume starts at this byte offset of the image"),
+        click.option("--offset", type=OFFSET, default=None,
+                     help="the volume starts at this offset of the image: bytes, 0x "
+                          "hexadecimal, or 512-byte sectors with an 's' suffix"),
     ]
+    options += protector_options.protector_options()  # TPM, PIN, auto-unlock
     for option in reversed(options):
         func = option(func)
     return func
@@ -110,18 +126,17 @@ def unlock_options(func: F) -> F:
 def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     """Collect the secrets of the unlock options (pops them from ``kwargs``)."""
     secrets = Secrets()
-    rps = list(kwargs.pop("recovery_password", ()) or ())
-    env_rp = os.environ.get("BDEKIT_RECOVERY_PASSWORD")
-    if env_rp and not rps:
-        rps.append(env_rp)
-    secrets.recovery_passwords = rps
+    for rp in inputs.recovery_passwords(kwargs):
+        secrets.recovery_passwords.append(rp.value)
+        secrets.sources.setdefault(rp.value, rp.source)
     password = _password(kwargs)
     if password is not None:
-        secrets.passwords.append(password)
+        secrets.passwords.append(password.value)
+        secrets.sources.setdefault(password.value, password.source)
     for bek in kwargs.pop("bek", ()) or ():
         secrets.beks.append(read_bek(bek))
     secrets.fvek = _parse_hex(kwargs.pop("fvek", None), "--fvek")
-    secrets.vmk = _parse_hex(kwargs.pop("vmk", None), "--vmk")
+    secrets.vmk = protector_options.parse_vmk(kwargs.pop("vmk", None))
     policy = UnlockPolicy(audit_log=kwargs.pop("audit_log", None),
                           fix_typos=kwargs.pop("fix_typos", None),
                           max_candidates=kwargs.pop("max_candidates", None))
@@ -135,25 +150,22 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[POLICY_KEY] = policy
+    protector_options.collect(kwargs, secrets, cli_unlock)
     return secrets
 
 
-def _password(kwargs: dict[str, Any]) -> str | None:
-    """The user password of ``-pw`` / ``--password-file`` / $BDEKIT_PASSWORD (pops them)."""
-    password: str | None = kwargs.pop("password", None)
+def _password(kwargs: dict[str, Any]) -> inputs.Sourced | None:
+    """The user password of ``--password-file`` / ``-pw`` / $BDEKIT_PASSWORD (pops them)."""
+    value: str | None = kwargs.pop("password", None)
     password_file = kwargs.pop("password_file", None)
-    if password == PROMPT:
-        password = click.prompt("Password", hide_input=True, err=True)
     if password_file:
-        try:
-            with open(password_file, encoding="utf-8-sig") as fh:
-                password = fh.readline().rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read password file: {exc.strerror}",
-                             path=password_file) from None
-    if password is None:
-        password = os.environ.get("BDEKIT_PASSWORD")
-    return password
+        return inputs.read_password_file(password_file)
+    if value == PROMPT:
+        return inputs.prompt_password()
+    if value is not None:
+        return inputs.Sourced(value, inputs.FROM_COMMAND_LINE)
+    env = os.environ.get(inputs.ENV_PASSWORD)
+    return inputs.Sourced(env, f"${inputs.ENV_PASSWORD}") if env is not None else None
 
 
 def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
@@ -207,11 +219,22 @@ def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | 
     ctx = ctx or click.get_current_context(silent=True)
     outcome = cli_policy(ctx).unlock(volume, secrets)
     if outcome.corrected is not None:
-        click.echo(f"Corrected recovery password: {outcome.corrected}", err=json_mode)
+        click.echo(f"Corrected recovery password: {outcome.corrected}",
+                   err=json_mode or stdout_taken(ctx))
     if not _quiet(ctx):
         for line in outcome.notes:
             click.echo(line, err=True)
     return outcome.result
+
+
+#: ``ctx.meta`` key set when standard output carries the command's data (``decrypt IMG -``)
+STDOUT_TAKEN = "bdekit.stdout_taken"
+
+
+def stdout_taken(ctx: click.Context | None = None) -> bool:
+    """Whether standard output is the command's output: everything else goes to stderr."""
+    ctx = ctx or click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get(STDOUT_TAKEN))
 
 
 def emit_json(data: object) -> None:

@@ -1,6 +1,9 @@
 """``bdekit info``: what a responder needs to find the right key (and, with one, the FVEK).
 
-JSON fields (``--json``): see README.md, "info --json fields".
+JSON fields (``--json``): see README.md, "info --json fields". Per protector, besides what the
+metadata says (GUID, type, certificate thumbprint, key size and public key fingerprint, the
+TPM-sealed object's inferred PCRs), ``opens_with`` says in words which secret would open it
+offline (:func:`bdekit.unlock.tpm.opens_with`).
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ from typing import Any
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
-from bdekit.errors import BdeError
+from bdekit.cli.inputs import require_input
+from bdekit.errors import BdeError, KeyError_
 from bdekit.format.constants import ProtectionType
+from bdekit.format.tpm import describe_sealed
+from bdekit.unlock.tpm import opens_with
 from bdekit.volume.bde import BdeVolume, open_bde
 
 
@@ -21,18 +27,44 @@ from bdekit.volume.bde import BdeVolume, open_bde
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-keys", is_flag=True, help="print the FVEK and VMK themselves (secret!)")
 def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
-    """Show a BitLocker volume's metadata and protectors; unlock it if a secret is given."""
+    """Show a BitLocker volume's metadata and protectors; unlock it if a secret is given.
+
+    A wrong or missing key still shows all the metadata (``unlocked: null`` and
+    ``unlock_error``), then the error, exit 4."""
+    require_input(image)
     secrets = build_secrets(kwargs)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     unlocked = None
+    failure: KeyError_ | None = None
     if not secrets.empty or _has_clear_key(volume):
-        unlocked = cli_unlock(volume, secrets, json_mode=as_json)
+        try:
+            unlocked = cli_unlock(volume, secrets, json_mode=as_json)
+        except KeyError_ as exc:
+            failure = exc
     data = volume.describe()
+    _explain_protectors(volume, data["protectors"])
     data["unlocked"] = unlocked.describe(show_keys) if unlocked else None
+    if failure is not None:
+        data["unlock_error"] = failure.display()
     if as_json:
         emit_json(data)
-        return
-    _print_human(data)
+    else:
+        _print_human(data)
+    if failure is not None:
+        raise failure
+
+
+def _explain_protectors(volume: BdeVolume, rows: list[dict[str, Any]]) -> None:
+    """Add ``opens_with`` (and, for TPM protectors, ``tpm_sealed``) to each protector row."""
+    by_guid = {str(p.guid).upper(): p for p in volume.protectors}
+    for row in rows:
+        protector = by_guid.get(row["guid"])
+        if protector is None:
+            continue
+        row["opens_with"] = opens_with(protector)
+        sealed = describe_sealed(protector.datum)
+        if sealed is not None:
+            row["tpm_sealed"] = sealed
 
 
 def _has_clear_key(volume: BdeVolume) -> bool:
@@ -71,7 +103,18 @@ def _print_human(d: dict[str, Any]) -> None:
             echo(f"      startup key file: {p['bek_file']}")
         if p.get("thumbprint"):
             echo(f"      certificate thumbprint: {p['thumbprint']}")
+        if p.get("key_size"):
+            echo(f"      public key: RSA {p['key_size']} bits, SHA-256 of SubjectPublicKeyInfo "
+                 f"{p['public_key_fingerprint']}")
+        if p.get("tpm_sealed"):
+            pcrs = ", ".join(str(n) for n in p["tpm_sealed"]["pcrs_inferred"]) or "none"
+            echo(f"      TPM-sealed object: {p['tpm_sealed']['sealed_object_bytes']} bytes, "
+                 f"PCRs {pcrs} (inferred)")
+        if p.get("opens_with"):
+            echo(f"      opens with: {p['opens_with']}")
     u = d.get("unlocked")
+    if d.get("unlock_error"):
+        echo(f"Unlocked:             no ({d['unlock_error']})")
     if u:
         who = f"protector {{{u['protector']}}}" if u["protector"] else u["source"]
         echo(f"Unlocked:             with {u['via']} via {who}")

@@ -8,13 +8,14 @@ the decrypted boot sector; without one, only the layout facts readable without a
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
 
+from bdekit.cli.cmdline import mode_option, parse_mode
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
-from bdekit.errors import BdeError, OutputExistsError
+from bdekit.cli.inputs import plan_unlock_inputs
+from bdekit.errors import BdeError
 from bdekit.escrow.keypackage import (
     build_package,
     package_metadata,
@@ -24,6 +25,7 @@ from bdekit.escrow.keypackage import (
 from bdekit.format.constants import ProtectionType
 from bdekit.format.metadata import Metadata
 from bdekit.image.files import write_atomic
+from bdekit.pipeline.paths import PathPlan
 from bdekit.unlock.vmk import decrypt_fvek
 from bdekit.volume.bde import open_bde
 
@@ -41,13 +43,21 @@ def keypackage() -> None:
 @click.option("--recovery-only", is_flag=True,
               help="only the recovery password and recovery key protectors (no password "
                    "protector)")
+@mode_option
 @click.pass_context
 def export(ctx: click.Context, image: str, output: str, force: bool, recovery_only: bool,
-           **kwargs: Any) -> None:
-    """Write the key package of the volume in IMAGE to OUTPUT (.kpg)."""
+           mode: str | None, **kwargs: Any) -> None:
+    """Write the key package of the volume in IMAGE to OUTPUT (.kpg).
+
+    OUTPUT must not be the image or any file the command reads, and an existing OUTPUT is
+    replaced only with --force; it is created with mode 600 (--mode)."""
+    file_mode = parse_mode(mode)
+    plan = PathPlan(force=force)
+    plan.add_image(image)
+    plan_unlock_inputs(plan, kwargs)
+    plan.add_output("key package", output)
+    plan.check()
     secrets = build_secrets(kwargs)
-    if os.path.exists(output) and not force:
-        raise OutputExistsError("output exists; use --force to overwrite it", path=output)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     result = None
     has_clear = any(p.protection == ProtectionType.CLEAR_KEY for p in volume.protectors)
@@ -68,7 +78,7 @@ def export(ctx: click.Context, image: str, output: str, force: bool, recovery_on
         fvek, _type = decrypt_fvek(package_metadata(pkg), result.vmk)
         if fvek != result.fvek:
             raise BdeError("internal error: the package's FVEK differs from the volume's")
-    write_atomic(output, data)
+    write_atomic(output, data, mode=file_mode)
     info = pkg.describe()
     click.echo(f"Key package written: {output} ({len(data)} bytes)")
     click.echo(f"Volume GUID:   {{{info['volume_guid']}}}")

@@ -1,9 +1,12 @@
 """``bdekit keys``: find the escrowed keys that fit a volume, and check a recovery password.
 
-``keys find IMAGE --keyring FILE|DIR ... [--certificate FILE] [--json]``
+``keys find IMAGE --keyring FILE|DIR ... [--certificate FILE|DIR] [--json]``
     Lists, per protector of the volume, the escrow entries (and certificates) that match it by
-    GUID, key ID or thumbprint, without unlocking anything and without showing any key. Exit 0
-    when at least one protector has a candidate, 4 when none has.
+    GUID, key ID, thumbprint or (for a certificate protector that records no thumbprint) public
+    key, without unlocking anything and without showing any key. A ``--certificate`` directory
+    is searched for ``.pfx``/``.p12``/``.pem``/``.crt``/``.cer``/``.der`` files (a file that
+    cannot be read, e.g. a .pfx without its password, is skipped with a warning). Exit 0 when at
+    least one protector has a candidate, 4 when none has.
 
 ``keys check PASSWORD [--json]``
     Explains each block of a recovery password (check digit, range, length); exit 0 when it is
@@ -13,19 +16,21 @@
 
 from __future__ import annotations
 
-import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
 
+from bdekit.cli.cmdline import OFFSET
 from bdekit.cli.common import emit_json
+from bdekit.cli.inputs import read_recovery_password_file, require_input
 from bdekit.crypto import keys as keylib
-from bdekit.errors import EXIT_USAGE, MissingKeyError, RecoveryPasswordFormatError
+from bdekit.errors import EXIT_USAGE, BdeError, MissingKeyError, RecoveryPasswordFormatError
 from bdekit.escrow.keyring import Keyring, KeyringEntry, load_keyring
-from bdekit.escrow.secrets import Match, SecretKind, match_protector
+from bdekit.escrow.secrets import SecretKind
 from bdekit.format.protector import Protector
-from bdekit.unlock.certificates import Certificate, load_certificate
+from bdekit.unlock.certificates import Certificate, load_certificate, match_certificate
 from bdekit.volume.bde import open_bde
 
 
@@ -38,13 +43,15 @@ def keys() -> None:
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--keyring", "keyring_paths", multiple=True, metavar="FILE|DIR",
               type=click.Path(exists=True), help="escrow export or directory (repeatable)")
-@click.option("--certificate", "cert_paths", multiple=True, metavar="FILE",
-              type=click.Path(dir_okay=False),
-              help="certificate to match by thumbprint (.pfx/.p12, PEM or DER)")
+@click.option("--certificate", "cert_paths", multiple=True, metavar="FILE|DIR",
+              type=click.Path(exists=True),
+              help="certificate to match by thumbprint or public key (.pfx/.p12, PEM or DER), "
+                   "or a directory of them (repeatable)")
 @click.option("--certificate-password", default=None, metavar="PASSWORD",
               envvar="BDEKIT_CERTIFICATE_PASSWORD", help="password of a .pfx")
 @click.option("--partition", type=int, default=None, help="partition N of a disk image")
-@click.option("--offset", type=int, default=None, help="volume byte offset in the image")
+@click.option("--offset", type=OFFSET, default=None,
+              help="volume offset in the image (bytes, 0x hex, or 512-byte sectors with 's')")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...],
          certificate_password: str | None, partition: int | None, offset: int | None,
@@ -52,8 +59,9 @@ def find(image: str, keyring_paths: tuple[str, ...], cert_paths: tuple[str, ...]
     """List the escrowed keys and certificates that match IMAGE's protectors (no unlocking)."""
     if not keyring_paths and not cert_paths:
         raise click.UsageError("give at least one --keyring or --certificate")
+    require_input(image)
     ring = load_keyring(keyring_paths) if keyring_paths else Keyring()
-    certs = [load_certificate(p, certificate_password) for p in cert_paths]
+    certs = _load_certificates(cert_paths, certificate_password)
     volume = open_bde(image, offset=offset, partition=partition)
     volume_guid = volume.metadata.volume_guid
     protectors = volume.protectors
@@ -83,13 +91,35 @@ def _protector_row(protector: Protector, ring: Keyring, certs: list[Certificate]
         item["match"] = how
         cands.append(item)
     for cert in certs:
-        if match_protector(protector, SecretKind.CERTIFICATE,
-                           thumbprint=cert.thumbprint) is not None:
+        fit = match_certificate(protector, cert)
+        if fit is not None and fit != "unidentified":
             cands.append({"source": cert.path, "kind": SecretKind.CERTIFICATE,
-                          "match": Match.THUMBPRINT, "subject": cert.subject,
+                          "match": fit, "subject": cert.subject,
+                          "thumbprint": cert.thumbprint,
                           "has_private_key": cert.private_key is not None})
     row["candidates"] = cands
     return row
+
+
+_CERT_SUFFIXES = (".pfx", ".p12", ".pem", ".crt", ".cer", ".der")
+
+
+def _load_certificates(paths: tuple[str, ...], password: str | None) -> list[Certificate]:
+    """The certificates of ``--certificate`` files, and of the certificate files in a
+    ``--certificate`` directory (unreadable ones there are skipped with a warning)."""
+    out: list[Certificate] = []
+    for path in paths:
+        if not Path(path).is_dir():
+            out.append(load_certificate(path, password))
+            continue
+        for file in sorted(Path(path).rglob("*")):
+            if not file.is_file() or file.suffix.lower() not in _CERT_SUFFIXES:
+                continue
+            try:
+                out.append(load_certificate(file, password))
+            except BdeError as exc:
+                click.echo(f"bdekit: warning: skipped {file}: {exc.message}", err=True)
+    return out
 
 
 def _package_match(entry: KeyringEntry, protectors: list[Protector],
@@ -130,7 +160,8 @@ def _print_find(d: dict[str, Any], certs: list[Certificate]) -> None:
 def check(ctx: click.Context, password: str, as_json: bool) -> None:
     """Explain each block of a recovery PASSWORD ('-' reads it from standard input)."""
     if password == "-":
-        password = sys.stdin.readline().strip()
+        found = read_recovery_password_file("-")
+        password = found[0].value
     checks = keylib.check_recovery_password(password)
     problem: str | None = None
     try:

@@ -1,42 +1,109 @@
 """Entry point: the click group, logging setup and the mapping of errors to exit codes.
 
 A :class:`BdeError` becomes one line on stderr, ``bdekit: error: FILE: at offset N: message``,
-followed by its hint in parentheses when it has one, and the exit code of its class.
+followed by its hint in parentheses when it has one, and the exit code of its class. A usage
+error click finds (unknown option, missing argument, bad value) is one line too, exit 2. An
+interrupt is ``bdekit: interrupted``, exit 130, never a traceback (the console script starts
+in :mod:`bdekit.cli.entry`, which covers the imports as well). Writing to a pipe whose reader
+has gone (``bdekit decrypt IMG - | head``) ends quietly with the exit status of SIGPIPE (141).
+``-q``, ``-v`` and ``--debug`` work before or after the subcommand.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from bdekit._version import __version__
+from bdekit.cli.cmdline import ARGV_KEY, verbosity_options
 from bdekit.cli.common import setup_logging
-from bdekit.errors import EXIT_OTHER, BdeError
+from bdekit.errors import EXIT_OTHER, EXIT_USAGE, BdeError
 
 log = logging.getLogger("bdekit")
+
+#: The exit status of a process killed by SIGPIPE, as shells report it.
+EXIT_SIGPIPE = 128 + int(getattr(signal, "SIGPIPE", 13))
+EXIT_INTERRUPTED = 130
+
+
+def _pipe_closed() -> None:
+    """Standard output's reader has gone: nothing more is written there, not even at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+class _PipeClosed(Exception):
+    """Standard output's reader went away (click would turn EPIPE into exit 1)."""
 
 
 class BdeGroup(click.Group):
     """Runs a command and turns a BdeError into one line on stderr and its exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta.setdefault(ARGV_KEY, list(args))
+        return super().parse_args(ctx, args)
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()
+                sys.exit(exc.exit_code)
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            message = " ".join(exc.format_message().split())
+            click.echo(f"bdekit: error: {where}{message}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"bdekit: error: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("bdekit: aborted", err=True)
+            sys.exit(EXIT_OTHER)
+        except KeyboardInterrupt:
+            click.echo("bdekit: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except _PipeClosed:
+            _pipe_closed()
+            sys.exit(EXIT_SIGPIPE)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _PipeClosed() from None
         except BdeError as exc:
             click.echo(f"bdekit: error: {exc.display()}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("bdekit: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except MemoryError:
             click.echo("bdekit: error: out of memory", err=True)
             ctx.exit(EXIT_OTHER)
         except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise _PipeClosed() from None
             where = f"{exc.filename}: " if exc.filename else ""
             click.echo(f"bdekit: error: {where}{exc.strerror or exc}", err=True)
             ctx.exit(EXIT_OTHER)
@@ -59,6 +126,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
     setup_logging(verbose, quiet, debug)
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+    ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet, "debug": debug}
+    ctx.obj["on_verbosity"] = setup_logging
 
 
 #: Modules whose ``COMMANDS`` list is added to the group (one line per module).
@@ -75,9 +144,19 @@ COMMAND_MODULES = [
 ]
 
 
+def _with_verbosity(command: click.Command) -> None:
+    """``-q``/``-v``/``--debug`` on ``command`` and its subcommands too."""
+    taken = {opt for p in command.params for opt in getattr(p, "opts", ())}
+    command.params += [o for o in verbosity_options() if not taken & set(o.opts)]
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _with_verbosity(sub)
+
+
 def _register() -> None:
     for name in COMMAND_MODULES:
         for command in importlib.import_module(name).COMMANDS:
+            _with_verbosity(command)
             cli.add_command(command)
 
 

@@ -4,7 +4,7 @@ a file, through FUSE (see :mod:`bdekit.fuse`).
 ``mount`` opens and unlocks the volume first, so a wrong key, a missing extra or a bad
 mount point is an error (with its usual exit code) before anything is mounted.  Then:
 
-* ``--foreground``: serve in this process until unmounted (``bdekit umount``,
+* ``-F`` / ``--foreground``: serve in this process until unmounted (``bdekit umount``,
   ``fusermount -u``) or interrupted (SIGINT/SIGTERM/SIGHUP: libfuse unmounts cleanly).
 * otherwise (the default): fork a daemon that serves the mount; this process waits until the
   mount is live (libfuse's init callback reports through a pipe), prints where the file is
@@ -33,8 +33,11 @@ from typing import Any
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
+from bdekit.cli.inputs import plan_unlock_inputs, require_input
 from bdekit.errors import EXIT_OTHER, BdeError, UnsupportedError, UsageError
 from bdekit.fuse import VOLUME_FILE_NAME, fuse_problem, is_mounted, serve
+from bdekit.image.files import PRIVATE_MODE
+from bdekit.pipeline.paths import PathPlan
 from bdekit.volume.bde import BdeVolume, open_bde
 
 log = logging.getLogger(__name__)
@@ -66,8 +69,9 @@ def _check_mountpoint(mountpoint: str) -> str:
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @unlock_options
-@click.option("--foreground", "-f", is_flag=True,
-              help="serve in the foreground until unmounted or interrupted")
+@click.option("--foreground", "-F", is_flag=True,
+              help="serve in the foreground until unmounted or interrupted (-f means force "
+                   "in every other command)")
 @click.option("--allow-other", is_flag=True,
               help="let other users read the mount (needs user_allow_other in /etc/fuse.conf "
                    "when not root)")
@@ -85,6 +89,12 @@ def mount(ctx: click.Context, image: str, mountpoint: str, foreground: bool,
     if problem:
         raise UnsupportedError(f"cannot mount: {problem}")
     target = _check_mountpoint(mountpoint)
+    require_input(image)
+    plan = PathPlan()
+    plan.add_image(image)
+    plan_unlock_inputs(plan, kwargs)
+    plan.add_output("log file", log_file, append=True, atomic=False, stream_ok=True)
+    plan.check()
     secrets = build_secrets(kwargs)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     cli_unlock(volume, secrets, ctx)
@@ -114,6 +124,8 @@ def _serve(volume: BdeVolume, target: str, ready: Callable[[], None], log_file: 
 
 
 def _add_log_file(log_file: str) -> None:
+    fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_MODE)
+    os.close(fd)  # created 0600: the log names the image and the keys' sources
     handler = logging.FileHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s bdekit[%(process)d]: %(levelname)s: "
                                            "%(message)s"))

@@ -5,6 +5,12 @@ works unchanged (the Windows spellings ``-RecoveryKey``, ``-RecoveryPassword``, 
 ``-KeyPackage``, ``-LogFile``, ``-Force`` too); bdekit adds ``--mapfile`` (the input's GNU
 ddrescue mapfile), ``--output-mapfile``, ``--resume``, ``--report``, ``--threads`` and
 ``--retries``. See :mod:`bdekit.recovery.repair` for what it does.
+
+Every path is checked before anything is unlocked or written (:class:`~bdekit.pipeline.paths.
+PathPlan`): the image, key files, key packages and the input mapfile are inputs; the output,
+its partial file, journal and lock, the output mapfile, the report and the ``-lf`` log are
+outputs (the log is appended to with ``--resume``). A stream cannot be the output: the repair
+keeps a journal and a mapfile beside it.
 """
 
 from __future__ import annotations
@@ -14,10 +20,18 @@ from typing import Any
 
 import click
 
+from bdekit.cli.cmdline import masked_command_line, parse_mode
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
-from bdekit.cli.decrypt import decrypt_options, print_damage
+from bdekit.cli.decrypt import decrypt_options, hash_choice, print_damage
+from bdekit.cli.inputs import plan_unlock_inputs
 from bdekit.errors import EXIT_PARTIAL
-from bdekit.recovery.repair import RepairOptions, command_line, repair
+from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
+from bdekit.pipeline.output import OutputKind
+from bdekit.pipeline.paths import PathPlan
+from bdekit.recovery.repair import RepairOptions, default_mapfile_path, repair
+
+_METHODS = [label for method, label in METHOD_LABELS.items()
+            if method != EncryptionMethod.NONE]
 
 
 @click.command("repair", context_settings={"help_option_names": ["-h", "--help", "-?"]})
@@ -45,6 +59,9 @@ from bdekit.recovery.repair import RepairOptions, command_line, repair
               help="continue an interrupted run from its journal (OUTPUT.bdekit-journal)")
 @click.option("--retries", type=click.IntRange(0, 100), default=1, show_default=True,
               help="re-reads of a failing range before it is split, and of a failing sector")
+@click.option("--method", type=click.Choice(_METHODS), default=None,
+              help="encryption method of the volume when no metadata is left and --fvek is "
+                   "given (salvage); inferred from the image when omitted")
 @click.pass_context
 def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -> None:
     """Salvage a damaged BitLocker volume or image IMAGE into OUTPUT (repair-bde compatible).
@@ -56,6 +73,31 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
     range that could not be recovered; the exit code is then 6.
     """
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+    mode = parse_mode(kwargs["mode"])
+    hashes = hash_choice(kwargs)
+    with _plan(image, output, kwargs).claim():
+        _repair(ctx, image, output, kwargs, quiet=quiet, mode=mode, hashes=hashes)
+
+
+def _plan(image: str, output: str, kwargs: dict[str, Any]) -> PathPlan:
+    plan = PathPlan(force=kwargs["force"])
+    plan.add_image(image)
+    plan_unlock_inputs(plan, kwargs)
+    plan.add_inputs("key package", kwargs["key_package"])
+    plan.add_input("input mapfile", kwargs["mapfile"])
+    if plan.set_output(output, journal=True, resume=kwargs["resume"]) == OutputKind.STREAM:
+        return plan  # refused: no journal or mapfile beside a stream
+    resume = kwargs["resume"]  # the products of the job being resumed may exist
+    plan.add_output("output mapfile", kwargs["output_mapfile"] or default_mapfile_path(output),
+                    may_exist=resume)
+    plan.add_output("report", kwargs["report_path"], stream_ok=True, may_exist=resume)
+    plan.add_output("log file", kwargs["log_file"], append=kwargs["resume"], atomic=False,
+                    stream_ok=True)
+    return plan
+
+
+def _repair(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any], *,
+            quiet: bool, mode: int, hashes: tuple[str, ...]) -> None:
     secrets = build_secrets(kwargs)
     opts = RepairOptions(
         input=image, output=output, secrets=secrets,
@@ -65,9 +107,10 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
         mapfile=kwargs["mapfile"], output_mapfile=kwargs["output_mapfile"],
         report_path=kwargs["report_path"], log_path=kwargs["log_file"],
         retries=kwargs["retries"], progress=not quiet and sys.stderr.isatty(),
-        hash_output=not kwargs["no_hash"],
-        command=command_line(["bdekit", *sys.argv[1:]]) if sys.argv else "bdekit repair",
-        unlocker=lambda volume, sec: cli_unlock(volume, sec, ctx))
+        hash_output=bool(hashes), hashes=hashes, hash_input=kwargs["hash_input"], mode=mode,
+        command=masked_command_line(ctx),
+        unlocker=lambda volume, sec: cli_unlock(volume, sec, ctx),
+        method=EncryptionMethod.from_label(kwargs["method"]) if kwargs["method"] else None)
     report = repair(opts)
     if not quiet:
         click.echo(report.summary(), err=True)

@@ -35,6 +35,7 @@ import click
 from tqdm import tqdm
 
 from bdekit.cli.common import emit_json
+from bdekit.cli.inputs import require_input
 from bdekit.image.sources import open_source
 from bdekit.recovery.survey import SEARCH_MODES, ScanEntry, ScanReport, scan_image
 
@@ -49,6 +50,7 @@ from bdekit.recovery.survey import SEARCH_MODES, ScanEntry, ScanReport, scan_ima
 def scan(ctx: click.Context, image: str, as_json: bool, search: str) -> None:
     """List the partitions of IMAGE, which are BitLocker, and stray metadata blocks."""
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+    require_input(image)
     with open_source(image) as source:
         bar = None
         if not quiet and not as_json and sys.stderr.isatty() and search != "none":

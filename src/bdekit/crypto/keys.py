@@ -253,13 +253,33 @@ def password_hash(password: str) -> bytes:
     return hashlib.sha256(hashlib.sha256(encoded).digest()).digest()
 
 
+#: stretched keys already computed in this process, by SHA-256 of (initial hash, salt,
+#: rounds): the same secret is often tried against several copies of one protector
+_STRETCHED: dict[bytes, bytes] = {}
+_STRETCHED_MAX = 32
+
+
 def stretch_key(initial_hash: bytes, salt: bytes, rounds: int = STRETCH_ROUNDS) -> bytes:
     """The protector key: ``rounds`` SHA-256 rounds over the 88-byte stretch buffer.
 
     Buffer: last hash (32, zeros at first) | initial hash (32) | salt (16) | counter (u64 LE
     from 0); each round replaces the last hash by the SHA-256 of the buffer and increments the
-    counter.  Returns the final last hash (32 bytes).
+    counter.  Returns the final last hash (32 bytes). The last few results are remembered
+    (keyed by a hash of the inputs, not the inputs), since one secret is often tried against
+    several versions of the same protector.
     """
+    memo = hashlib.sha256(bytes(initial_hash) + bytes(salt) + _U64.pack(max(0, rounds)))
+    cached = _STRETCHED.get(memo.digest())
+    if cached is not None:
+        return cached
+    result = _stretch(initial_hash, salt, rounds)
+    if len(_STRETCHED) >= _STRETCHED_MAX:
+        _STRETCHED.pop(next(iter(_STRETCHED)))
+    _STRETCHED[memo.digest()] = result
+    return result
+
+
+def _stretch(initial_hash: bytes, salt: bytes, rounds: int) -> bytes:
     if len(initial_hash) != 32:
         raise ValueError(f"the initial hash has 32 bytes, got {len(initial_hash)}")
     if len(salt) != 16:

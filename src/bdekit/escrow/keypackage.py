@@ -48,6 +48,27 @@ Nothing in the package is usable without a secret: the VMK datums are exactly as
 (stretched-key AES-CCM for passwords, BEK-key AES-CCM for key files); the clear-key protector of
 a suspended volume is never exported.
 
+Verification (like the volume's metadata)
+=========================================
+
+A package is weighed part by part, never trusted whole after a warning:
+
+* both CRC32s hold: the package is *intact* (``KeyPackage.intact``) and every fact in it is
+  used;
+* the header CRC32 holds, the dataset's fails (a byte changed in it, bytes cut out): the header
+  facts (block header, sector size, volume size, EOW offsets) are used; of the datums, only
+  those AES-CCM authenticates are kept: the VMK datums (their MAC is checked with the recovery
+  password or key) and the FVEK datum (checked with the VMK);
+* the header CRC32 fails: no header fact is used (not even the dataset's size or CRC, except
+  when the CRC32 it records still matches everything after the header); the datums as above;
+* the AES-CCM MACs decide the rest when unlocking: a VMK datum that does not open with a
+  recovery password that opens another copy of it, or an FVEK datum that does not open with a
+  VMK that the package's own recovery protector yields, is damage (exit 3), not a wrong key.
+
+What a damaged package seemed to say about the layout (relocated header block, copy offsets)
+is kept in ``KeyPackage.hints``: the repair only uses a hint the image confirms (a boot sector
+that decrypts where the hint says).
+
 Other key packages (read tolerantly)
 ====================================
 
@@ -55,22 +76,22 @@ Any file holding a BitLocker datum set: an FVE metadata block, a dataset header 
 datums, or loose datums; in binary, or as base64 / hex text (an LDIF export of the AD DS
 ``msFVE-KeyPackage`` attribute, PowerShell output in UTF-16). The file is searched for VMK
 datums (type 8) that carry an AES-CCM wrapped key, AES-CCM datums of role 3 (the FVEK), the
-virtualization info datum, dataset headers (volume GUID, method) and block headers. Facts such
-a package lacks (sector size, relocated header block, volume size, metadata offsets) are inferred
-from the image by the repair (see :mod:`bdekit.recovery`).
+virtualization info datum, dataset headers (volume GUID, method) and block headers. Nothing
+checksums such a file unless it holds a whole FVE metadata block whose CRC32 holds: then that
+block's facts and datums are used as a metadata copy's would be. Otherwise only the VMK and
+FVEK datums count (AES-CCM authenticates them); the rest are hints. Facts a package lacks
+(sector size, relocated header block, volume size, metadata offsets, the conversion state) are
+inferred from the image by the repair (see :mod:`bdekit.recovery`), and every range they steer
+is reported as a guess.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import logging
 import os
-import re
 import uuid
 import zlib
-from pathlib import Path
 from typing import Any
 
 from construct import (
@@ -86,6 +107,7 @@ from construct import (
 )
 
 from bdekit.errors import BdeError, FormatError, UsageError
+from bdekit.escrow.datum_search import MARKERS, datum_at, text_blobs
 from bdekit.format import structs
 from bdekit.format.constants import (
     FVE_SIGNATURE,
@@ -104,12 +126,13 @@ from bdekit.format.metadata import (
     MetadataCopy,
     MetadataSource,
     VolumeHeader,
-    parse_datum,
     parse_datums,
     parse_struct,
+    read_metadata_copy,
     stand_in_header,
 )
 from bdekit.format.protector import Protector
+from bdekit.image.bounded import read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +191,17 @@ class KeyPackage:
     header_kind: str = ""
     sectors_per_cluster: int = 8
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: every checksum of the package holds (bdekit's two CRC32s, or a whole metadata block's
+    #: CRC32 in a foreign file): its facts are what was exported
+    intact: bool = False
+    #: what the package seemed to say but no checksum vouches for (see module docstring):
+    #: ``relocated`` (offsets of the relocated header block), ``metadata_offsets``
+    hints: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+
+    def hint(self, name: str, value: int) -> None:
+        values = self.hints.setdefault(name, [])
+        if value and value not in values:
+            values.append(value)
 
     @property
     def vmks(self) -> list[Datum]:
@@ -208,6 +242,8 @@ class KeyPackage:
             "state_offset": int(bh.state_offset) if bh is not None else None,
             "state": int(bh.current_state) if bh is not None else None,
             "eow_offsets": self.eow_offsets,
+            "intact": self.intact,
+            "hints": self.hints,
             "notes": self.notes,
         }
 
@@ -276,21 +312,19 @@ def build_package(metadata: Metadata, *, sector_size: int, volume_size: int = 0,
 
 
 def read_key_package(path: str | os.PathLike[str]) -> KeyPackage:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read key package: {exc.strerror}", path=path) from None
-    return parse_key_package(data, os.fspath(path))
+    """Read (bounded: a regular file of at most 16 MiB) and parse a key package."""
+    return parse_key_package(read_bounded(path, "key package"), os.fspath(path))
 
 
 def parse_key_package(data: bytes, path: str = "<key package>") -> KeyPackage:
-    """Our format when the magic is there and the checksums hold; else search the bytes."""
-    if data[:8] == MAGIC:
+    """Our format when the magic is there (checked part by part: module docstring); else the
+    bytes are searched for a datum set."""
+    if data[:8] == MAGIC and len(data) >= HEADER_SIZE:
         try:
             return _parse_ours(data, path)
         except BdeError as exc:
-            log.warning("%s: damaged bdekit key package (%s); searching it for datums", path,
-                        exc.message)
+            log.warning("%s: bdekit key package unreadable (%s); searching it for datums",
+                        path, exc.message)
     pkg = scan_datum_set(data, path)
     if pkg is None:
         raise FormatError("no BitLocker key package found: the file holds no VMK datum with a "
@@ -299,109 +333,108 @@ def parse_key_package(data: bytes, path: str = "<key package>") -> KeyPackage:
 
 
 def _parse_ours(data: bytes, path: str) -> KeyPackage:
-    if len(data) < HEADER_SIZE:
-        raise FormatError("truncated header", path=path, offset=0)
     head = parse_struct(PACKAGE_HEADER, data[:HEADER_SIZE], "key package header", 0, path)
-    if head.version != VERSION or head.header_size != HEADER_SIZE:
-        raise FormatError(f"unsupported version {head.version} / header size "
-                          f"{head.header_size}", path=path, offset=8)
-    if zlib.crc32(data[:156]) != head.header_crc32:
-        raise FormatError("header CRC32 mismatch", path=path, offset=156)
-    dataset = data[HEADER_SIZE:head.file_size]
-    if head.file_size > len(data) or zlib.crc32(dataset) != head.dataset_crc32:
-        raise FormatError("dataset CRC32 mismatch (truncated or damaged file)", path=path,
-                          offset=HEADER_SIZE)
+    header_ok = (head.version == VERSION and head.header_size == HEADER_SIZE
+                 and zlib.crc32(data[:156]) == head.header_crc32)
+    if header_ok:
+        dataset = data[HEADER_SIZE:head.file_size]
+        dataset_ok = head.file_size <= len(data) and zlib.crc32(dataset) == head.dataset_crc32
+    else:
+        # the header's own fields are suspect; its dataset CRC32 still proves the rest intact
+        # when it matches everything after the header
+        dataset = data[HEADER_SIZE:]
+        dataset_ok = zlib.crc32(dataset) == head.dataset_crc32
+    if header_ok and dataset_ok:
+        return _intact_package(head, dataset, path)
+    return _damaged_package(head, header_ok, dataset, dataset_ok, path)
+
+
+def _intact_package(head: Container, dataset: bytes, path: str) -> KeyPackage:
+    """Both CRC32s hold: every fact is used (parts that do not parse are a FormatError)."""
     ds = parse_struct(structs.DATASET_HEADER, dataset[:48], "dataset header", HEADER_SIZE, path)
     datums = parse_datums(dataset[48:ds.size], HEADER_SIZE + 48, path)
-    block_header = None
+    pkg = KeyPackage(path=path, kind="bdekit", datums=datums, intact=True)
+    _take_dataset_header(pkg, ds)
+    _take_header(pkg, head, path)
+    return pkg
+
+
+def _take_dataset_header(pkg: KeyPackage, ds: Container) -> None:
+    pkg.volume_guid = ds.volume_guid
+    pkg.method = int(ds.method) or None
+    pkg.creation_time = int(ds.creation_time)
+    pkg.nonce_counter = int(ds.nonce_counter)
+
+
+def _take_header(pkg: KeyPackage, head: Container, path: str) -> None:
+    """The facts of a package header whose CRC32 holds."""
     if head.flags & FLAG_BLOCK_HEADER:
-        block_header = parse_struct(structs.FVE_BLOCK_HEADER, head.block_header,
-                                    "FVE block header", 72, path)
-    return KeyPackage(
-        path=path, kind="bdekit", datums=datums, volume_guid=ds.volume_guid,
-        method=int(ds.method), creation_time=int(ds.creation_time),
-        nonce_counter=int(ds.nonce_counter), block_header=block_header,
-        sector_size=int(head.sector_size) if head.flags & FLAG_SECTOR_SIZE else None,
-        volume_size=int(head.volume_size) or None,
-        volume_size_verified=bool(head.flags & FLAG_VOLUME_SIZE),
-        eow_offsets=[int(o) for o in head.eow_offsets if o],
-        header_kind=HEADER_KINDS.get(int(head.header_kind), ""),
-        sectors_per_cluster=int(head.sectors_per_cluster) or 8)
+        pkg.block_header = parse_struct(structs.FVE_BLOCK_HEADER, head.block_header,
+                                        "FVE block header", 72, path)
+    pkg.volume_guid = head.volume_guid
+    pkg.sector_size = int(head.sector_size) if head.flags & FLAG_SECTOR_SIZE else None
+    pkg.volume_size = int(head.volume_size) or None
+    pkg.volume_size_verified = bool(head.flags & FLAG_VOLUME_SIZE)
+    pkg.eow_offsets = [int(o) for o in head.eow_offsets if o]
+    pkg.header_kind = HEADER_KINDS.get(int(head.header_kind), "")
+    pkg.sectors_per_cluster = int(head.sectors_per_cluster) or 8
+
+
+def _damaged_package(head: Container, header_ok: bool, dataset: bytes, dataset_ok: bool,
+                     path: str) -> KeyPackage:
+    """A checksum fails: only what a checksum that holds, or AES-CCM, vouches for is used."""
+    pkg: KeyPackage | None = None
+    if dataset_ok:
+        try:
+            ds = parse_struct(structs.DATASET_HEADER, dataset[:48], "dataset header",
+                              HEADER_SIZE, path)
+            datums = parse_datums(dataset[48:ds.size], HEADER_SIZE + 48, path)
+        except BdeError:
+            pass
+        else:
+            pkg = KeyPackage(path=path, kind="bdekit", datums=datums)
+            _take_dataset_header(pkg, ds)
+    if pkg is None:
+        pkg = KeyPackage(path=path, kind="bdekit", datums=[])
+        _scan_blob(dataset, pkg, set(), authenticated_only=True)
+    if header_ok:
+        _take_header(pkg, head, path)
+    else:
+        _hint_block_header(pkg, bytes(head.block_header))
+    if not pkg.vmks and not pkg.fveks:
+        raise FormatError("damaged key package: its checksums fail and no VMK or FVEK datum "
+                          "survives in it", path=path, offset=0)
+    failed = [what for what, ok in (("header", header_ok), ("dataset", dataset_ok)) if not ok]
+    pkg.notes.append(f"damaged key package: the {' and '.join(failed)} CRC32 fails; "
+                     + ("its layout facts are used (the header CRC32 holds)" if header_ok else
+                        "none of its layout facts is used")
+                     + ("" if dataset_ok else "; of its datums only the VMK and FVEK datums "
+                        "(authenticated by AES-CCM) are used"))
+    log.warning("%s: %s", path, pkg.notes[-1])
+    return pkg
+
+
+def _hint_block_header(pkg: KeyPackage, raw: bytes) -> None:
+    """Offsets an unverified block header names, as hints."""
+    if raw[:8] != FVE_SIGNATURE:
+        return
+    try:
+        bh = structs.FVE_BLOCK_HEADER.parse(raw[:64])
+    except PARSE_ERRORS:
+        return
+    for off in bh.metadata_offsets:
+        pkg.hint("metadata_offsets", int(off))
+    if int(bh.version) >= 2:
+        pkg.hint("relocated", int(bh.virtualized_offset))
 
 
 # -- tolerant search ---------------------------------------------------------------------------
-
-_B64_RE = re.compile(rb"[A-Za-z0-9+/]{64,}={0,2}")
-_HEX_RE = re.compile(rb"(?:[0-9A-Fa-f]{2}[ :\-]?){48,}")
-
-
-def _text_blobs(data: bytes) -> list[bytes]:
-    """Binary blobs hidden in a text file: base64 (LDIF ``attr:: value`` with folded lines,
-    or bare) and hex dumps. UTF-16 text (PowerShell) is read too."""
-    text = data
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(data) > 16 and data[1::2].count(0)
-                                                  > len(data) // 4):
-        try:
-            enc = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le"
-            text = data.decode(enc).encode("ascii", "ignore")
-        except UnicodeDecodeError:
-            text = data
-    unfolded = re.sub(rb"\r?\n[ \t]", b"", text)  # LDIF continuation lines
-    blobs: list[bytes] = []
-    for match in _B64_RE.finditer(unfolded):
-        token = match.group(0)
-        try:
-            blobs.append(base64.b64decode(token + b"=" * (-len(token) % 4)))
-        except (binascii.Error, ValueError):
-            continue
-    for match in _HEX_RE.finditer(text):
-        digits = re.sub(rb"[^0-9A-Fa-f]", b"", match.group(0))
-        if len(digits) % 2 == 0:
-            try:
-                blobs.append(bytes.fromhex(digits.decode()))
-            except ValueError:
-                continue
-    return blobs
-
-
-def _datum_at(blob: bytes, start: int) -> Datum | None:
-    if start < 0 or start + 8 > len(blob):
-        return None
-    size = int.from_bytes(blob[start:start + 2], "little")
-    if size < 8 or start + size > len(blob):
-        return None
-    try:
-        return parse_datum(blob[start:start + size], start)
-    except BdeError:
-        return None
-
-
-def _good_vmk(d: Datum) -> bool:
-    return d.type == DatumType.VOLUME_MASTER_KEY and any(
-        c.type == DatumType.AES_CCM_ENCRYPTED_KEY for c in d.children)
-
-
-def _good_fvek(d: Datum) -> bool:
-    return (d.type == DatumType.AES_CCM_ENCRYPTED_KEY
-            and d.role == DatumRole.FULL_VOLUME_ENCRYPTION_KEY and len(d.body.data) >= 12)
-
-
-#: (role, type) pairs searched for, with the check the parsed datum must pass.
-_MARKERS: list[tuple[bytes, Any]] = [
-    ((2).to_bytes(2, "little") + (8).to_bytes(2, "little"), _good_vmk),
-    ((3).to_bytes(2, "little") + (5).to_bytes(2, "little"), _good_fvek),
-    ((15).to_bytes(2, "little") + (15).to_bytes(2, "little"),
-     lambda d: d.type == DatumType.VIRTUALIZATION_INFO),
-    ((7).to_bytes(2, "little") + (2).to_bytes(2, "little"),
-     lambda d: d.type == DatumType.UNICODE),
-]
-
 
 def scan_datum_set(data: bytes, path: str = "<key package>") -> KeyPackage | None:
     """Search ``data`` (and base64 / hex blobs in it) for the datums a key package needs."""
     pkg = KeyPackage(path=path, kind="datum set", datums=[])
     seen: set[bytes] = set()
-    for blob in [data, *_text_blobs(data)]:
+    for blob in [data, *text_blobs(data)]:
         _scan_blob(blob, pkg, seen)
     if not pkg.vmks and not pkg.fveks:
         return None
@@ -414,41 +447,66 @@ def scan_datum_set(data: bytes, path: str = "<key package>") -> KeyPackage | Non
     return pkg
 
 
-def _scan_blob(blob: bytes, pkg: KeyPackage, seen: set[bytes]) -> None:
-    # block headers: everything at once
+def _scan_blob(blob: bytes, pkg: KeyPackage, seen: set[bytes], *,
+               authenticated_only: bool = False) -> None:
+    """Add what ``blob`` holds to ``pkg``; with ``authenticated_only`` (a damaged bdekit
+    package), only the VMK and FVEK datums, everything else as hints."""
     i = blob.find(FVE_SIGNATURE)
     while i != -1:
-        if i + 112 <= len(blob):
-            try:
-                bh = structs.FVE_BLOCK_HEADER.parse(blob[i:i + 64])
-            except PARSE_ERRORS:  # not a block header
-                bh = None
-            if bh is not None and bh.version in (1, 2) and pkg.block_header is None:
-                pkg.block_header = bh
+        if not authenticated_only and _whole_block(blob, i, pkg, seen):
+            pass
+        elif i + 64 <= len(blob):
+            _hint_block_header(pkg, blob[i:i + 64])
         i = blob.find(FVE_SIGNATURE, i + 1)
-    # dataset headers: version 1, header size 48
+    if not authenticated_only:
+        _dataset_headers(blob, pkg)
+    for marker, check in MARKERS:
+        i = blob.find(marker)
+        while i != -1:
+            datum = datum_at(blob, i - 2)
+            i = blob.find(marker, i + 1)
+            if datum is None or not check(datum) or datum.raw in seen:
+                continue
+            seen.add(datum.raw)
+            if datum.type == DatumType.VIRTUALIZATION_INFO:
+                pkg.hint("relocated", int(datum.body.offset))
+            elif not authenticated_only or datum.type in (DatumType.VOLUME_MASTER_KEY,
+                                                         DatumType.AES_CCM_ENCRYPTED_KEY):
+                pkg.datums.append(datum)
+
+
+def _whole_block(blob: bytes, at: int, pkg: KeyPackage, seen: set[bytes]) -> bool:
+    """A whole FVE metadata block at ``at`` whose CRC32 holds: its facts and datums serve,
+    as a metadata copy's would (the first such block only)."""
+    if pkg.intact:
+        return False
+    copy = read_metadata_copy(lambda o, n: blob[o:o + n], at, 0, pkg.path, len(blob))
+    if not copy.crc_ok or copy.block_header is None or copy.dataset_header is None:
+        return False
+    pkg.intact = True
+    pkg.block_header = copy.block_header
+    _take_dataset_header(pkg, copy.dataset_header)
+    for datum in copy.datums:
+        if datum.raw not in seen:
+            seen.add(datum.raw)
+            pkg.datums.append(datum)
+    log.info("%s: a whole metadata block (CRC32 holds) at offset %d", pkg.path, at)
+    return True
+
+
+def _dataset_headers(blob: bytes, pkg: KeyPackage) -> None:
+    """Volume GUID and method of the first plausible dataset header (version 1, header size
+    48); nothing checksums them: the GUID only orders packages, the FVEK's key type wins."""
     marker = b"\x01\x00\x00\x00\x30\x00\x00\x00"
     i = blob.find(marker)
-    while i != -1:
+    while i != -1 and pkg.volume_guid is None:
         start = i - 4
         if start >= 0 and start + 48 <= len(blob):
             ds = structs.DATASET_HEADER.parse(blob[start:start + 48])
-            if 48 <= ds.size <= len(blob) - start and pkg.volume_guid is None and \
+            if 48 <= ds.size <= len(blob) - start and \
                     (ds.method in EncryptionMethod.__members__.values() or ds.method == 0):
-                pkg.volume_guid = ds.volume_guid
-                pkg.method = int(ds.method) or None
-                pkg.creation_time = int(ds.creation_time)
-                pkg.nonce_counter = int(ds.nonce_counter)
+                _take_dataset_header(pkg, ds)
         i = blob.find(marker, i + 1)
-    # loose datums
-    for marker, check in _MARKERS:
-        i = blob.find(marker)
-        while i != -1:
-            datum = _datum_at(blob, i - 2)
-            if datum is not None and check(datum) and datum.raw not in seen:
-                seen.add(datum.raw)
-                pkg.datums.append(datum)
-            i = blob.find(marker, i + 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,7 +531,8 @@ def package_metadata(pkg: KeyPackage, header: VolumeHeader | None = None, *,
     and :func:`~bdekit.protectors.unlock` work unchanged (``source = "key package"``).
 
     ``header`` is the image's volume header when it still parses; facts the package lacks stay
-    zero (unknown) for the repair to infer."""
+    zero (unknown) for the repair to infer. The copy's ``crc_ok`` says whether the package is
+    intact: a key failure on a damaged package is damage, not a wrong key."""
     bh = pkg.block_header
     if bh is None:
         offsets = list(header.metadata_offsets) if header is not None else [0, 0, 0]
@@ -497,7 +556,7 @@ def package_metadata(pkg: KeyPackage, header: VolumeHeader | None = None, *,
         header = header.with_sector_size(pkg.sector_size)
     copy = MetadataCopy(index=0, offset=0, status="key package", block_header=bh,
                         dataset_header=dataset, datums=list(pkg.datums), block=b"",
-                        crc_ok=True)
+                        crc_ok=pkg.intact)
     return Metadata(header=header, copies=[copy], best=copy, source=MetadataSource.KEY_PACKAGE)
 
 

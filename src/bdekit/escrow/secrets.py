@@ -10,7 +10,9 @@
 * :func:`match_protector` is the one rule that says whether a secret can open a protector, and
   how it was matched: the protection type must fit the kind of secret (a recovery password only
   a recovery password protector, a BEK only the protector of the same GUID, a certificate only a
-  protector holding an asymmetric encrypted key) and, when the secret carries an identifier, the
+  protector holding an asymmetric encrypted key, a captured TPM secret only a TPM protector, an
+  auto-unlock external key only the startup key protector whose GUID its FVEAutoUnlock value
+  names) and, when the secret carries an identifier, the
   identifier must be the protector's. The keyring, the unlock loop, the typo search and
   ``bdekit keys find`` all ask it; it compares kinds and identifiers only (no cryptography).
 * :class:`UnlockResult` is what an unlock found: the FVEK, the method, the VMK if known, how
@@ -28,8 +30,10 @@ from typing import Any, Protocol
 
 from bdekit.crypto import keys
 from bdekit.format.bek import BekFile
+from bdekit.format.certificate import same_thumbprint
 from bdekit.format.constants import DatumType, ProtectionType
-from bdekit.format.protector import Protector
+from bdekit.format.protector import TPM_TYPES, Protector
+from bdekit.format.tpm import Unsealed
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,10 @@ class SecretKind(enum.StrEnum):
     CERTIFICATE = "certificate"
     #: a keyring entry holding only a key package (no secret that unlocks)
     KEY_PACKAGE = "key-package"
+    #: a captured TPM secret (with the PINs and startup keys given: :class:`TpmSecret`)
+    TPM = "tpm"
+    #: an external key recovered from an FVEAutoUnlock value (a :class:`BekFile`)
+    AUTO_UNLOCK = "auto-unlock"
 
 
 class UnlockVia(enum.StrEnum):
@@ -58,6 +66,8 @@ class UnlockVia(enum.StrEnum):
     CERTIFICATE = "certificate"
     CLEAR_KEY = "clear-key"
     DECRYPTED = "decrypted"
+    TPM = "tpm"
+    AUTO_UNLOCK = "auto-unlock"
     NONE = ""
 
 
@@ -98,13 +108,22 @@ def match_protector(protector: Protector, kind: SecretKind | str, *,
     identifier whose kind fits the protector type is :attr:`Match.UNIDENTIFIED`.
     """
     kind = SecretKind(kind)
-    if kind == SecretKind.BEK:  # a BEK names its protector: nothing else identifies it
-        return Match.GUID if guid is not None and guid == protector.guid else None
+    if kind in (SecretKind.BEK, SecretKind.AUTO_UNLOCK):
+        # a BEK (or an auto-unlock external key) names its protector: nothing else identifies
+        # it; TPM+startup key protectors need the TPM's secret too (SecretKind.TPM)
+        if kind == SecretKind.AUTO_UNLOCK and protector.protection != ProtectionType.STARTUP_KEY:
+            return None
+        fits = guid is not None and guid == protector.guid
+        return Match.GUID if fits and protector.protection not in TPM_TYPES else None
     if kind == SecretKind.CERTIFICATE:
         if protector.datum.find(DatumType.ASYMMETRIC_ENCRYPTED_KEY) is None:
             return None
         if thumbprint is not None:
-            return Match.THUMBPRINT if thumbprint == protector.thumbprint else None
+            fits = same_thumbprint(thumbprint, protector.thumbprint)
+            return Match.THUMBPRINT if fits else None
+    elif kind == SecretKind.TPM:
+        if protector.protection not in TPM_TYPES:
+            return None
     elif _PROTECTION_OF.get(kind) != protector.protection:
         return None
     if guid is not None:
@@ -126,7 +145,8 @@ class KeyCandidate:
 
     def __post_init__(self) -> None:
         self.kind = SecretKind(self.kind)
-        if self.kind == SecretKind.BEK and self.guid is None and isinstance(self.value, BekFile):
+        if self.kind in (SecretKind.BEK, SecretKind.AUTO_UNLOCK) and self.guid is None \
+                and isinstance(self.value, BekFile):
             self.guid = self.value.guid
 
     def match(self, protector: Protector) -> Match | None:
@@ -145,6 +165,19 @@ class HeldCertificate(Protocol):
 
 
 @dataclasses.dataclass
+class TpmSecret:
+    """A captured TPM secret (``--tpm-secret``), where it came from, and what a TPM protector
+    may need with it: the PINs and startup keys the command was given (filled in by
+    :meth:`Secrets.all_candidates`; :mod:`bdekit.unlock.tpm` picks what the protector type
+    needs)."""
+
+    unsealed: Unsealed = dataclasses.field(repr=False)
+    source: str = "--tpm-secret"
+    pins: list[str] = dataclasses.field(default_factory=list, repr=False)
+    beks: list[BekFile] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
 class Secrets:
     """Everything one command was given to unlock with."""
 
@@ -156,20 +189,35 @@ class Secrets:
     candidates: list[KeyCandidate] = dataclasses.field(default_factory=list)
     #: loaded certificates (:class:`bdekit.unlock.certificates.Certificate`)
     certificates: list[HeldCertificate] = dataclasses.field(default_factory=list)
+    #: captured TPM secrets and TPM PINs (:mod:`bdekit.unlock.tpm`)
+    tpm_secrets: list[TpmSecret] = dataclasses.field(default_factory=list)
+    pins: list[str] = dataclasses.field(default_factory=list, repr=False)
+    #: where a typed recovery password or password came from, by value (default
+    #: ``command line``): ``--password-file FILE``, ``$BDEKIT_PASSWORD``, ``prompt``, ...
+    sources: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    def source_of(self, value: str) -> str:
+        return self.sources.get(value, "command line")
 
     def all_candidates(self) -> list[KeyCandidate]:
         out = list(self.candidates)
-        out += [KeyCandidate(SecretKind.RECOVERY_PASSWORD, rp) for rp in self.recovery_passwords]
-        out += [KeyCandidate(SecretKind.PASSWORD, pw) for pw in self.passwords]
+        out += [KeyCandidate(SecretKind.RECOVERY_PASSWORD, rp, source=self.source_of(rp))
+                for rp in self.recovery_passwords]
+        out += [KeyCandidate(SecretKind.PASSWORD, pw, source=self.source_of(pw))
+                for pw in self.passwords]
         out += [KeyCandidate(SecretKind.BEK, bek, source=bek.path, guid=bek.guid)
                 for bek in self.beks]
         out += [KeyCandidate(SecretKind.CERTIFICATE, cert, source=cert.path)
                 for cert in self.certificates]
+        for tpm in self.tpm_secrets:  # the same object each time (the policy compares them)
+            tpm.pins[:] = self.pins
+            tpm.beks[:] = self.beks
+            out.append(KeyCandidate(SecretKind.TPM, tpm, source=tpm.source))
         return out
 
     @property
     def empty(self) -> bool:
-        return not (self.all_candidates() or self.fvek or self.vmk)
+        return not (self.all_candidates() or self.fvek or self.vmk or self.pins)
 
 
 @dataclasses.dataclass
@@ -206,4 +254,5 @@ class UnlockResult:
 AttemptHook = Callable[[KeyCandidate, "Protector | None", AttemptOutcome], None]
 
 __all__ = ["AttemptHook", "AttemptOutcome", "HeldCertificate", "KeyCandidate", "Match",
-           "SecretKind", "Secrets", "UnlockResult", "UnlockVia", "match_protector"]
+           "SecretKind", "Secrets", "TpmSecret", "UnlockResult", "UnlockVia",
+           "match_protector"]

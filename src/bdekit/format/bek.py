@@ -5,6 +5,9 @@ A BEK file is a 48-byte dataset header (as in a metadata copy: total size, versi
 them an external key datum (type 9: key GUID, modification FILETIME, nested datums) whose nested
 key datum (type 1) holds the 32-byte key, used as is (no stretching). The key's GUID is the GUID
 of the startup-key protector it opens, which is also how Windows names the file.
+
+Windows writes BEK files of 156-180 bytes; :data:`MAX_BEK_FILE` is the most bdekit reads of one
+(the bounded read is :func:`bdekit.image.bounded.read_bek`).
 """
 
 from __future__ import annotations
@@ -12,14 +15,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import os
 import uuid
-from pathlib import Path
 
-from bdekit.errors import (
-    FormatError,
-    UsageError,
-)
+from bdekit.errors import FormatError
 from bdekit.format import structs
 from bdekit.format.constants import (
     DatumType,
@@ -29,6 +27,9 @@ from bdekit.format.guid import key_id
 from bdekit.format.metadata import parse_datums, parse_struct
 
 log = logging.getLogger(__name__)
+
+#: The largest file read as a BEK file (a real one is 156-180 bytes).
+MAX_BEK_FILE = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,12 +63,3 @@ def parse_bek(data: bytes, path: str = "<bek>") -> BekFile:
             return BekFile(datum.body.guid, bytes(key_datum.body.key), path,
                            filetime_to_datetime(datum.body.modified_time))
     raise FormatError("BEK file has no external key datum (type 9)", path=path, offset=48)
-
-
-def read_bek(path: str | os.PathLike[str]) -> BekFile:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read BEK file: {exc.strerror}", path=path) from None
-    return parse_bek(data, os.fspath(path))
-

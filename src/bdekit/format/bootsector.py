@@ -1,4 +1,4 @@
-"""Boot sectors of the file systems inside a BitLocker volume: NTFS, FAT12/16/32, exFAT.
+"""Boot sectors of the file systems inside a BitLocker volume: NTFS, FAT12/16/32, exFAT, ReFS.
 
 :func:`parse_boot_sector` is the one parser bdekit has: the volume (:mod:`bdekit.volume.bde`)
 takes its size from it, and the repair (:mod:`bdekit.recovery`) uses it to tell a boot sector
@@ -6,7 +6,7 @@ from noise (a wrong key, a damaged relocated header block) and to find the NTFS 
 sector is accepted only when every field checked below is what its specification allows;
 anything else (zeros, noise, a BitLocker volume header) gives ``None``.
 
-All integers little-endian; offsets in the sector; ``55 AA`` at 510 on all three.
+All integers little-endian; offsets in the sector; ``55 AA`` at 510 on the first three.
 
 NTFS (OEM ``NTFS    `` at 3)
     bytes per sector u16 at 11 (512, 1024, 2048, 4096); sectors per cluster u8 at 13 (a power
@@ -24,6 +24,10 @@ exFAT (``EXFAT   `` at 3)
     bytes 11-63 zero (where a FAT BPB would be); volume length u64 at 72 (sectors);
     bytes-per-sector shift u8 at 108 (9-12); number of FATs u8 at 110 (1 or 2).  The backup
     boot region starts at sector 12.
+ReFS (``ReFS\0\0\0\0`` at 3, file system recognition structure ``FSRS`` at 16)
+    number of sectors u64 at 24; bytes per sector u32 at 32 (512 or 4096); sectors per
+    cluster u32 at 36 (a power of two; clusters of 4 or 64 KiB); major version u8 at 40
+    (1 to 3). Bytes 11-15 are zero. No ``55 AA`` is required; no backup is located here.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from bdekit.format.constants import FVE_SIGNATURE
 SECTOR_SIZES = (512, 1024, 2048, 4096)
 NTFS_OEM = b"NTFS    "
 EXFAT_NAME = b"EXFAT   "
+REFS_NAME = b"ReFS\x00\x00\x00\x00"
+REFS_FSRS = b"FSRS"
 #: exFAT: the backup boot region starts at this sector
 EXFAT_BACKUP_SECTOR = 12
 #: FAT32: where the backup boot sector number is
@@ -49,6 +55,7 @@ class FsKind(enum.StrEnum):
     NTFS = "ntfs"
     FAT = "fat"
     EXFAT = "exfat"
+    REFS = "refs"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +71,11 @@ class BootSector:
 def parse_boot_sector(sector: bytes | bytearray | memoryview) -> BootSector | None:
     """The boot sector in the first 512 bytes of ``sector``, or None if it is not one."""
     data = bytes(sector[:512])
-    if len(data) < 512 or data[510:512] != b"\x55\xaa":
+    if len(data) < 512:
+        return None
+    if data[3:11] == REFS_NAME:
+        return _refs(data)
+    if data[510:512] != b"\x55\xaa":
         return None
     oem = data[3:11]
     if oem == EXFAT_NAME:
@@ -121,6 +132,19 @@ def _exfat(data: bytes) -> BootSector | None:
         return None
     bps = 1 << shift
     return BootSector(FsKind.EXFAT, bps, length << shift, EXFAT_BACKUP_SECTOR * bps)
+
+
+def _refs(data: bytes) -> BootSector | None:
+    if data[16:20] != REFS_FSRS or any(data[11:16]):
+        return None
+    sectors = int.from_bytes(data[24:32], "little")
+    bps = int.from_bytes(data[32:36], "little")
+    spc = int.from_bytes(data[36:40], "little")
+    if bps not in SECTOR_SIZES or not sectors or not spc or spc & (spc - 1):
+        return None
+    if bps * spc not in (4096, 65536) or not 1 <= data[40] <= 3:
+        return None
+    return BootSector(FsKind.REFS, bps, sectors * bps, None)
 
 
 __all__ = ["BootSector", "FsKind", "parse_boot_sector"]

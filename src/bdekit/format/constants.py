@@ -111,7 +111,9 @@ class ProtectionType(enum.IntEnum):
     TPM_STARTUP_KEY = 0x0300
     PUBLIC_KEY = 0x0400
     TPM_PIN = 0x0500
-    TPM_PIN_STARTUP_KEY = 0x0600
+    #: 0x0700 (not 0x0600): seen on real TPM+PIN+startup key volumes (bit mask: TPM 0x0100,
+    #: startup key 0x0200, PIN 0x0400).
+    TPM_PIN_STARTUP_KEY = 0x0700
     RECOVERY_PASSWORD = 0x0800
     CERTIFICATE = 0x1000
     PASSWORD = 0x2000
@@ -150,10 +152,16 @@ class KeyType(enum.IntEnum):
     RECOVERY_KEY = 0x1000
     #: The clear key of a suspended volume (clear-key protector, stored in the clear).
     CLEAR = 0x2000
-    #: The external key of a startup key protector / BEK file (and its use key datum).
+    #: The intermediate key a TPM releases for TPM+startup key and (inside the PIN-encrypted
+    #: blob) for TPM+PIN protectors: the same value as :attr:`CLEAR`.
+    TPM_INTERMEDIATE = 0x2000
+    #: The external key of a startup key protector / BEK file (and its use key datum); also
+    #: the auto-unlock key of an OS volume (role 0x000b datum).
     EXTERNAL = 0x2002
     #: The VMK, wrapped under a protector key.
     VMK = 0x2003
+    #: SHA-256(UTF-16LE PIN) of a TPM+PIN protector, escrowed under the VMK (key flags 0x0010).
+    PIN_HASH = 0x2004
     #: The SHA-256 of a metadata block (the validation datum after each copy).
     VALIDATION = 0x2005
     #: The use key datum of a certificate (smart card) protector (format notes, section 10).
@@ -169,6 +177,8 @@ class StretchType(enum.IntEnum):
 
     RECOVERY_PASSWORD = 0x1000
     PASSWORD = 0x1001
+    #: The PIN of a TPM+PIN protector (key flags 0x0010: the u32 0x00102004 of the notes).
+    TPM_PIN = 0x2004
 
 
 class EscrowRole(enum.IntEnum):

@@ -28,6 +28,7 @@ from bdekit.format.metadata import (
     parse_volume_header,
     read_metadata_copy,
 )
+from bdekit.format.steering import check_steering
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,11 @@ def read_metadata(read: ReadFn, path: str | None = None,
     decisions = [d.to_json() for d in result.disagreements] if result is not None else []
     if best.index == 0:
         log.warning("no metadata copy is intact on its own: the majority of the copies serves")
-    return Metadata(header=header, copies=copies, best=best, vote_copy=voted,
-                    vote_decisions=decisions,
-                    vote_undecided=bool(result is not None and result.undecided))
+    md = Metadata(header=header, copies=copies, best=best, vote_copy=voted,
+                  vote_decisions=decisions,
+                  vote_undecided=bool(result is not None and result.undecided))
+    md.vote_decisions += check_steering(md, image_size)  # misaligned / outvoted offsets
+    return md
 
 
 def _name(copy: MetadataCopy) -> str:

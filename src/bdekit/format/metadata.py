@@ -78,6 +78,7 @@ class MetadataSource(enum.StrEnum):
     VOLUME = "volume"  # the copies the volume header names
     SCAN = "scan"  # copies found by searching the image for their signature
     KEY_PACKAGE = "key package"  # the copy a key package carries
+    SALVAGE = "salvage"  # no metadata: a stand-in built from an FVEK and the image
 
 
 class CopyIntegrity(enum.StrEnum):
@@ -284,6 +285,27 @@ def stand_in_header(version: int, metadata_offsets: Iterable[int], *,
                         guid_record_offset=None, raw=b"")
 
 
+#: a GUID record whose GUID differs from BitLocker's in at most this many bytes is taken as
+#: damaged rather than absent (a Vista header has boot code there, not a near miss)
+_GUID_DAMAGE_BYTES = 3
+
+
+def _near_guid_record(sector: bytes, path: str | None) -> tuple[int, HeaderKind] | None:
+    """(offset, kind) of a GUID record at one of its two places whose GUID is one of
+    BitLocker's with a few bytes damaged (a damaged EOW GUID must not make a Windows 7+
+    header look like Vista's)."""
+    for at in (structs.GUID_RECORD_OFFSET, structs.TOGO_GUID_RECORD_OFFSET):
+        found = sector[at:at + 16]
+        for guid, kind in ((EOW_GUID, HeaderKind.EOW), (BITLOCKER_GUID, HeaderKind.WIN7)):
+            wrong = sum(a != b for a, b in zip(found, guid.bytes_le, strict=True))
+            if len(found) == 16 and 0 < wrong <= _GUID_DAMAGE_BYTES:
+                log.warning("%svolume header: the GUID at offset %d differs from the %s GUID in "
+                            "%d byte(s): taken as that GUID, damaged",
+                            f"{path}: " if path else "", at, kind, wrong)
+                return at, kind
+    return None
+
+
 def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
     """Recognise a BitLocker volume header; raise NotBitLockerError otherwise."""
     if len(sector) < 512:
@@ -307,6 +329,12 @@ def parse_volume_header(sector: bytes, path: str | None = None) -> VolumeHeader:
             record = layout.parse(sector[record_at:])
             kind = name
             break
+    if record is None:
+        near = _near_guid_record(sector, path)
+        if near is not None:
+            record_at, kind = near
+            layout = structs.EOW_GUID_RECORD if kind == HeaderKind.EOW else structs.GUID_RECORD
+            record = layout.parse(sector[record_at:])
     bps = prefix.bytes_per_sector
     spc = prefix.sectors_per_cluster
     if bps not in (512, 1024, 2048, 4096):

@@ -15,7 +15,7 @@ import logging
 import uuid
 from typing import Any
 
-from bdekit.format.certificate import thumbprint_from_datum
+from bdekit.format.certificate import CertificateInfo, certificate_info
 from bdekit.format.constants import (
     DatumRole,
     DatumType,
@@ -81,11 +81,14 @@ class Protector:
         return None
 
     @property
+    def certificate(self) -> CertificateInfo | None:
+        """Thumbprint and public key of a certificate protector (None for the others)."""
+        return certificate_info(self.datum)
+
+    @property
     def thumbprint(self) -> str | None:
-        info = self.datum.find(DatumType.PUBLIC_KEY_INFO)
-        if info is None:
-            return None
-        return thumbprint_from_datum(info)
+        cert = self.certificate
+        return cert.thumbprint if cert is not None else None
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -99,9 +102,9 @@ class Protector:
             out["label"] = self.label
         if self.bek_name:
             out["bek_file"] = self.bek_name
-        thumb = self.thumbprint
-        if thumb:
-            out["thumbprint"] = thumb
+        cert = self.certificate
+        if cert is not None:
+            out.update(cert.describe())
         return out
 
 

@@ -77,9 +77,12 @@ VHD_DISK_DIFFERENCING = 4
 MAX_PARENT_DEPTH = 32
 
 _EXTRA_HINT = {
-    ContainerKind.EWF: "an EWF (E01) image; install the optional extra: pip install 'bdekit[ewf]'",
-    ContainerKind.VHD: "a VHD image; install the optional extra: pip install 'bdekit[vhd]'",
-    ContainerKind.VHDX: "a VHDX image; install the optional extra: pip install 'bdekit[vhd]'",
+    ContainerKind.EWF: "an EWF (E01) image, but libewf-python (pyewf), a dependency of "
+                       "bdekit, is not installed here: pip install libewf-python",
+    ContainerKind.VHD: "a VHD image, but libvhdi-python (pyvhdi), a dependency of bdekit, is "
+                       "not installed here: pip install libvhdi-python",
+    ContainerKind.VHDX: "a VHDX image, but libvhdi-python (pyvhdi), a dependency of bdekit, "
+                        "is not installed here: pip install libvhdi-python",
 }
 
 #: What libyal bindings raise for a file they cannot open or read.

@@ -12,7 +12,10 @@ volume:
   error saying what sector 0 holds.
 
 A window is a :class:`~bdekit.image.imagesource.SliceSource`, so every offset below it is
-relative to the volume; the log names the image offset where the volume starts.
+relative to the volume; the log names the image offset where the volume starts. A window taken
+from a partition table entry is a :class:`PartitionSource`: the partition's size bounds the
+volume's (:func:`partition_size`), which a window from ``offset=N`` (the rest of the image)
+does not.
 """
 
 from __future__ import annotations
@@ -27,9 +30,20 @@ from bdekit.image.imagesource import ImageSource, SliceSource
 from bdekit.image.partitions import Partition, find_partition, read_partition_table
 from bdekit.image.sources import open_source
 
-__all__ = ["is_bitlocker", "scan_partitions", "volume_source"]
+__all__ = ["PartitionSource", "is_bitlocker", "partition_size", "scan_partitions",
+           "volume_source"]
 
 log = logging.getLogger(__name__)
+
+
+class PartitionSource(SliceSource):
+    """The window of a partition: ``length`` is the size its table entry gives."""
+
+
+def partition_size(source: ImageSource) -> int | None:
+    """The size of the partition ``source`` is the window of (its table entry's), or None
+    when it is not a partition (a bare volume, or a window given by an offset)."""
+    return source.length if isinstance(source, PartitionSource) else None
 
 
 def is_bitlocker(sector: bytes) -> HeaderKind | Literal[""]:
@@ -88,7 +102,7 @@ def _volume_source(source: ImageSource, offset: int | None, partition: int | Non
             raise exc.with_context(path=name) from None
         log.info("using partition %d at offset %d (%d bytes)", part.index, part.offset,
                  part.size)
-        return SliceSource(source, part.offset, part.size, owns_parent=owned)
+        return PartitionSource(source, part.offset, part.size, owns_parent=owned)
     return _the_bitlocker_partition(source, parts, head, owned)
 
 
@@ -101,7 +115,7 @@ def _the_bitlocker_partition(source: ImageSource,
     if len(bitlocker) == 1:
         part, kind = bitlocker[0]
         log.info("using partition %d at offset %d (%s)", part.index, part.offset, kind)
-        return SliceSource(source, part.offset, part.size, owns_parent=owned)
+        return PartitionSource(source, part.offset, part.size, owns_parent=owned)
     if len(bitlocker) > 1:
         listing = "; ".join(f"partition {p.index} at offset {p.offset} ({p.size} bytes)"
                             for p, _ in bitlocker)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 from bdekit._version import __version__
 from bdekit.errors import UsageError
+from bdekit.image.bounded import read_bounded
 from bdekit.image.files import write_atomic
 from bdekit.image.ranges import merge_intervals, merge_labelled
 
@@ -126,11 +127,8 @@ def parse_mapfile(text: str, path: str = "<mapfile>") -> Mapfile:
 
 
 def read_mapfile(path: str | os.PathLike[str]) -> Mapfile:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read mapfile: {exc.strerror}", path=path) from None
+    """Read (bounded: a regular file of at most 64 MiB) and parse a ddrescue mapfile."""
+    text = read_bounded(path, "mapfile").decode("ascii", errors="replace")
     return parse_mapfile(text, os.fspath(path))
 
 
@@ -187,11 +185,12 @@ def format_mapfile(size: int, bad: Sequence[tuple[int, int]], *, command: str = 
 
 
 def write_mapfile(path: str | os.PathLike[str], size: int, bad: Sequence[tuple[int, int]], *,
-                  command: str = "", started: dt.datetime | None = None) -> None:
-    """Write the mapfile ``repair`` produces (:func:`format_mapfile`) atomically; characters
-    of the command line outside ASCII are written as backslash escapes."""
+                  command: str = "", started: dt.datetime | None = None,
+                  mode: int = 0o600) -> None:
+    """Write the mapfile ``repair`` produces (:func:`format_mapfile`) atomically, with
+    ``mode``; characters of the command line outside ASCII are written as backslash escapes."""
     text = format_mapfile(size, bad, command=command, started=started)
-    write_atomic(path, text.encode("ascii", "backslashreplace"))
+    write_atomic(path, text.encode("ascii", "backslashreplace"), mode=mode)
 
 
 __all__ = ["BAD", "FINISHED", "RECOVERY_NOTE", "Block", "Mapfile", "blocks_from_bad",

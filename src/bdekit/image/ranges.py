@@ -15,8 +15,11 @@ when they overlap or touch; where ranges with different labels overlap, the one 
 first keeps the overlap and the other is clipped, so the result never overlaps.
 
 :class:`Damage` is a range of the *output* (volume coordinates) whose plaintext could not be
-recovered and was written as zeros; its ``reason`` is one of :data:`MISSING`,
-:data:`UNREADABLE`, :data:`NOT_RESCUED` or a reason of the repair (lost boot sector...).
+recovered (written as zeros) or is not proven (a guess, kept as decided); its ``reason`` is one
+of :data:`MISSING`, :data:`UNREADABLE`, :data:`NOT_RESCUED`, the ``guessed: ...`` reasons of
+sectors whose encryption state was decided by content (:data:`GUESSED_REASONS`), the boot
+sector reasons (:data:`BOOT_SECTOR_LOST`, :data:`VISTA_HEADER_LOST`, :data:`BOOT_CODE_LOST`)
+or a reason of the repair.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import logging
 from collections.abc import Hashable, Iterable
 from typing import Any, TypeVar
 
+from bdekit.format.eow import Doubt
+
 log = logging.getLogger(__name__)
 
 L = TypeVar("L", bound=Hashable)
@@ -34,7 +39,27 @@ L = TypeVar("L", bound=Hashable)
 MISSING = "missing (beyond the end of the image)"
 UNREADABLE = "unreadable (I/O error)"
 NOT_RESCUED = "not rescued (input mapfile)"
-
+#: sectors whose encryption state was decided by content (kept as decided, not zeroed)
+GUESSED_NO_INFORMATION = ("guessed: encryption state decided by content (no used-space-only "
+                          "information block verifies)")
+GUESSED_NO_BITMAP = ("guessed: encryption state decided by content (no verified "
+                     "used-space-only bitmap for this region)")
+GUESSED_RECORD_DAMAGED = ("guessed: encryption state decided by content (a damaged "
+                          "used-space-only bitmap record may be the newest; chunks where it "
+                          "differs from the verified one)")
+GUESSED_REASONS: dict[Doubt, str] = {
+    Doubt.NO_INFORMATION: GUESSED_NO_INFORMATION,
+    Doubt.NO_BITMAP: GUESSED_NO_BITMAP,
+    Doubt.RECORD_DAMAGED: GUESSED_RECORD_DAMAGED,
+}
+#: the first sectors of the volume when no valid boot sector is found (written as zeros; the
+#: same wording as the repair's, so that both report one range)
+BOOT_SECTOR_LOST = ("relocated header block damaged and no backup boot sector found: boot "
+                    "sector not recoverable")
+VISTA_HEADER_LOST = ("Vista volume header damaged and no backup boot sector found: boot sector "
+                     "not recoverable")
+#: the relocated header block's sectors after a boot sector taken from a backup (zeros)
+BOOT_CODE_LOST = "relocated header block damaged: boot code sectors not recoverable"
 
 def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Sort ``(start, end)`` spans; drop empty ones; merge overlapping or touching ones."""

@@ -36,7 +36,8 @@ class ChunkReader:
     """
 
     #: kinds of runs whose bytes come from the image
-    SOURCED = (RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.RELOCATED, RunKind.VISTA_HEADER)
+    SOURCED = (RunKind.PLAIN, RunKind.ENCRYPTED, RunKind.RELOCATED, RunKind.VISTA_HEADER,
+               RunKind.GUESSED)
 
     def __init__(self, volume: BdeVolume, salvage: SalvageSource | None = None, base: int = 0,
                  *, patches: Sequence[tuple[int, bytes]] = (),
@@ -70,6 +71,18 @@ class ChunkReader:
                 buf[lo - offset:hi - offset] = bytes(hi - lo)
                 damage.append(Damage(lo, hi - lo, item.reason))
         return damage
+
+    def is_hole(self, offset: int, length: int) -> bool:
+        """Whether ``[offset, offset + length)`` of the volume needs no reading: every run of
+        its plan is missing (beyond the end of the image) or zero, and no patch or lost range
+        touches it. The decrypt loop neither reads nor writes such a chunk."""
+        end = offset + length
+        if any(p < end and p + len(data) > offset for p, data in self.patches):
+            return False
+        if any(d.offset < end and d.end > offset for d in self.lost):
+            return False
+        return all(run.kind in (RunKind.MISSING, RunKind.ZERO)
+                   for run in self.volume.plan(offset, length))
 
     def _map(self, offset: int, buf: memoryview, sink: list[Record]) -> list[Damage]:
         """Zero the volume ranges of ``buf`` the image records spoil; return them."""

@@ -20,8 +20,8 @@ Backup boot sector
     ``size - sector`` (and reading it as plaintext) and requiring a BPB that describes exactly
     that size.
 Sector size
-    :func:`detect_sector_size`: the sector size under which a sector decrypts to a boot sector
-    whose bytes-per-sector field agrees.
+    :func:`bdekit.volume.probe.detect_sector_size` (re-exported here): the sector size under
+    which a sector decrypts to a boot sector whose bytes-per-sector field agrees.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from bdekit.crypto import ciphers
 from bdekit.errors import BdeError
 from bdekit.format.bootsector import BootSector, parse_boot_sector
 from bdekit.recovery.metadata_scan import SECTOR_SIZES, ReadFn
+from bdekit.volume.probe import decrypt_sector, detect_sector_size
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,6 @@ log = logging.getLogger(__name__)
 _MIN_VOLUME = 0x2000
 
 
-def decrypt_sector(cipher: ciphers.SectorCipher | None, raw: bytes, offset: int) -> bytes:
-    """``raw`` (whole sectors at volume offset ``offset``) decrypted; as is without a cipher."""
-    if cipher is None:
-        return raw
-    buf = bytearray(len(raw))
-    cipher.decrypt(raw, buf, offset)
-    return bytes(buf)
 
 
 def _backup_at(read: ReadFn, size: int, cipher: ciphers.SectorCipher | None,
@@ -90,28 +84,6 @@ def find_backup_boot_sector(read: ReadFn, image_size: int, cipher: ciphers.Secto
     return None
 
 
-def detect_sector_size(read: ReadFn, method: int, fvek: bytes, offset: int,
-                       encrypted: bool = True) -> tuple[int, BootSector] | None:
-    """The sector size under which the sector at ``offset`` decrypts to a boot sector whose
-    bytes-per-sector field agrees with it (a plaintext boot sector there, as on a partly
-    converted volume, gives its own)."""
-    plain = parse_boot_sector(read(offset, 512))
-    if plain is not None and offset % plain.bytes_per_sector == 0:
-        return plain.bytes_per_sector, plain
-    for ss in SECTOR_SIZES:
-        if offset % ss:
-            continue
-        raw = read(offset, ss)
-        if len(raw) < ss:
-            continue
-        try:
-            cipher = ciphers.make_cipher(method, fvek, ss) if encrypted else None
-        except BdeError:
-            continue
-        info = parse_boot_sector(decrypt_sector(cipher, raw, offset))
-        if info is not None and info.bytes_per_sector == ss:
-            return ss, info
-    return None
 
 
 def find_relocated_header(read: ReadFn, image_size: int, method: int, fvek: bytes,
@@ -133,7 +105,7 @@ def find_relocated_header(read: ReadFn, image_size: int, method: int, fvek: byte
     if not brute_force:
         return None
     for ss in sector_sizes:
-        hits = _brute_force(read, image_size, method, fvek, ss, chunk)
+        hits = boot_sector_hits(read, image_size, method, fvek, ss, chunk)
         if not hits:
             continue
         # the boot sector describing the largest volume is this volume's; a hit at
@@ -170,8 +142,10 @@ def _boot_sectors_in(data: bytes, pos: int, cipher: ciphers.SectorCipher,
     return hits
 
 
-def _brute_force(read: ReadFn, image_size: int, method: int, fvek: bytes, ss: int,
-                 chunk: int) -> list[tuple[int, BootSector]]:
+def boot_sector_hits(read: ReadFn, image_size: int, method: int, fvek: bytes, ss: int,
+                     chunk: int = 4 << 20) -> list[tuple[int, BootSector]]:
+    """``(offset, boot sector)`` of every sector of the image that decrypts to a boot sector
+    using ``ss``-byte sectors (all-zero ciphertext skipped)."""
     try:
         cipher = ciphers.make_cipher(method, fvek, ss)
     except BdeError:
@@ -190,5 +164,28 @@ def _brute_force(read: ReadFn, image_size: int, method: int, fvek: bytes, ss: in
     return hits
 
 
-__all__ = ["decrypt_sector", "detect_sector_size", "find_backup_boot_sector",
-           "find_relocated_header"]
+def plain_boot_sector_hits(read: ReadFn, image_size: int, ss: int,
+                           chunk: int = 4 << 20) -> list[tuple[int, BootSector]]:
+    """``(offset, boot sector)`` of every ``ss``-aligned sector of the image that *is* a boot
+    sector as stored (Windows 10 leaves the relocated boot sectors of used-space-only volumes
+    in plaintext)."""
+    chunk -= chunk % ss
+    hits: list[tuple[int, BootSector]] = []
+    pos = 0
+    while pos < image_size:
+        data = read(pos, min(chunk, image_size - pos))
+        n = len(data) - len(data) % ss
+        if n <= 0:
+            break
+        arr = np.frombuffer(data, dtype=np.uint8, count=n).reshape(-1, ss)
+        sig = (arr[:, 510] == 0x55) & (arr[:, 511] == 0xAA)
+        for idx in np.flatnonzero(sig).tolist():
+            info = parse_boot_sector(bytes(arr[idx, :512]))
+            if info is not None and info.bytes_per_sector == ss:
+                hits.append((pos + idx * ss, info))
+        pos += n
+    return hits
+
+
+__all__ = ["boot_sector_hits", "decrypt_sector", "detect_sector_size",
+           "find_backup_boot_sector", "find_relocated_header", "plain_boot_sector_hits"]

@@ -34,6 +34,7 @@ from bdekit.format.metadata import (
     read_metadata_copy,
     stand_in_header,
 )
+from bdekit.format.steering import check_steering
 from bdekit.image.sources import ImageSource
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ class ScanResult:
     copies: list[MetadataCopy]
     eow_offsets: list[int]
     bytes_scanned: int
+    #: every aligned FVE signature, usable block or not (where a metadata region lies)
+    signatures: list[int] = dataclasses.field(default_factory=list)
 
     def groups(self) -> list[list[MetadataCopy]]:
         """Copies grouped by (volume GUID, copy offsets), the best group first."""
@@ -94,9 +97,11 @@ class _Hits:
         self.path = path
         self.copies: list[MetadataCopy] = []
         self.eow: list[int] = []
+        self.signatures: list[int] = []
 
     def check(self, off: int, kind: bytes) -> None:
         if kind == FVE_SIGNATURE:
+            self.signatures.append(off)
             copy = read_metadata_copy(self.read, off, 0, self.path, self.size)
             if copy.usable:
                 log.info("scan: metadata block at %d (%s)", off, copy.status)
@@ -143,7 +148,7 @@ def scan_metadata(source: ImageSource, *, chunk: int = SCAN_CHUNK, align: int = 
         pos += n
         if progress is not None:
             progress(n)
-    return ScanResult(hits.copies, hits.eow, pos)
+    return ScanResult(hits.copies, hits.eow, pos, hits.signatures)
 
 
 def metadata_from_scan(group: list[MetadataCopy], eow_offsets: Sequence[int],
@@ -160,7 +165,9 @@ def metadata_from_scan(group: list[MetadataCopy], eow_offsets: Sequence[int],
     if header is None:
         header = stand_in_header(int(best.block_header.version), offsets,
                                  eow_offsets=eow_offsets, sector_size=sector_size)
-    return Metadata(header=header, copies=list(group), best=best, source=MetadataSource.SCAN)
+    md = Metadata(header=header, copies=list(group), best=best, source=MetadataSource.SCAN)
+    md.vote_decisions += check_steering(md)
+    return md
 
 
 __all__ = ["SCAN_CHUNK", "SECTOR_SIZES", "ReadFn", "ScanResult", "metadata_from_scan",

@@ -14,10 +14,15 @@ only partition) is taken as the volume.
 2. **A scan of the image** (:mod:`bdekit.recovery.metadata_scan`) when the header is gone, no
    copy it points to unlocks, or the one that serves fails its SHA-256 check: the blocks found
    are tried the same way, or offer a copy that verifies.
-3. **Key packages** (``-kp``, :mod:`bdekit.escrow.keypackage`) when no metadata is left. A
-   package of another volume (its GUID differs from what is left of the metadata) is skipped;
-   a package whose key decrypts no boot sector of the image serves only when no other does,
-   with a note.
+3. **Key packages** (``-kp``, :mod:`bdekit.escrow.keypackage`) when no metadata is left. An
+   intact package of another volume (its GUID differs from what is left of the metadata) is
+   skipped (a damaged package's GUID is only a hint: it is tried after the others); a package
+   whose key decrypts no boot sector of the image serves only when no other does, with a note.
+   A package whose layout facts no checksum vouches for has its layout inferred, and every
+   sector is judged by its own bytes (:mod:`bdekit.recovery.sector_judge`).
+4. **Salvage** (:mod:`bdekit.recovery.salvage_keyonly`) when nothing else serves and an FVEK
+   was given: the method (``--method`` or inferred), the boot sector and the metadata regions
+   are taken from the image; every guess is reported.
 
 Facts the metadata that serves lacks are inferred from the image, the key checked against it
 and a damaged boot sector rebuilt from its backup (:mod:`bdekit.recovery.layout`). The result,
@@ -29,12 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Literal
 
 from bdekit.errors import BdeError, NotBitLockerError, UsageError, WrongKeyError
 from bdekit.escrow.keypackage import KeyPackage, package_metadata
 from bdekit.escrow.secrets import Secrets, UnlockResult
+from bdekit.format.constants import DatumType
 from bdekit.format.copies import read_metadata
 from bdekit.format.metadata import (
     Metadata,
@@ -48,6 +55,7 @@ from bdekit.image.partitions import read_partition_table
 from bdekit.image.ranges import Damage
 from bdekit.image.sources import ImageSource, SliceSource
 from bdekit.recovery.layout import (
+    RELOCATED_SIZE,
     key_fits_image,
     rebuild_boot_sector,
     sector_known,
@@ -60,6 +68,8 @@ from bdekit.recovery.metadata_scan import (
     scan_metadata,
     source_reader,
 )
+from bdekit.recovery.salvage_keyonly import GUESS_BOOT_CODE, salvage_with_fvek
+from bdekit.recovery.sector_judge import GUESSED_ZERO
 from bdekit.recovery.unlock_copies import (
     CopyUnlocker,
     Unlocker,
@@ -67,8 +77,9 @@ from bdekit.recovery.unlock_copies import (
     ordered_copies,
     settle_copy,
 )
-from bdekit.unlock.integrity import integrity_of
+from bdekit.unlock.integrity import Trust, integrity_of
 from bdekit.volume.bde import BdeVolume, SizeSource
+from bdekit.volume.planner import reserved_regions
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +99,10 @@ class Opened:
     repairs: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     key_package: str | None = None
+    #: ranges whose bytes are a guess, written as read (reported, not zeroed)
+    doubts: list[Damage] = dataclasses.field(default_factory=list)
+    #: the layout is inferred: judge every sector by its bytes (SectorJudge)
+    judge: bool = False
 
 
 def locate_tolerant(source: ImageSource, offset: int | None,
@@ -135,6 +150,7 @@ class _Search:
         self.pool: list[MetadataCopy] = []
         self.chosen: Chosen | None = None
         self.scanned: list[MetadataCopy] = []
+        self.found: ScanResult | None = None
         self.package: KeyPackage | None = None
         self.notes: list[str] = []
 
@@ -161,8 +177,8 @@ class _Search:
         for copy in md.copies:
             log.info("%s: %s", copy_name(copy), copy.status)
         for copy in ordered_copies(md.copies):
-            candidate = Metadata(header=md.header, copies=md.copies, best=copy,
-                                 source=MetadataSource.VOLUME)
+            # the weighed metadata (vote, decisions) with this copy serving
+            candidate = dataclasses.replace(md, best=copy, source=MetadataSource.VOLUME)
             result = self.tries.attempt(candidate)
             if result is not None:
                 self.chosen = settle_copy(candidate, result, self.pool)
@@ -176,11 +192,11 @@ class _Search:
             return scan == "always"
         if self.chosen is None:
             return not self.tries.wrong_on_intact
-        return self.chosen[0].best.integrity == "mismatch"
+        return self.chosen[0].trust == Trust.UNVERIFIED
 
     def try_scan(self) -> None:
         log.info("scanning the image for metadata blocks (%d bytes)", self.image_size)
-        found = scan_metadata(self.src, path=self.path)
+        found = self.found = scan_metadata(self.src, path=self.path)
         groups = self._scanned_groups(found)
         if self.chosen is None:
             self._unlock_scanned(groups)
@@ -213,13 +229,10 @@ class _Search:
     def try_packages(self, packages: Sequence[KeyPackage]) -> None:
         guids = volume_guids(self.read, self.pool, self.header)
         fallback: tuple[Chosen, KeyPackage, list[str]] | None = None
-        for pkg in packages:
+        for pkg in _package_order(packages, guids):
             log.info("trying key package %s (%s: %d VMK, %d FVEK datum(s))", pkg.path,
                      pkg.kind, len(pkg.vmks), len(pkg.fveks))
-            if pkg.volume_guid is not None and guids and pkg.volume_guid not in guids:
-                log.warning("key package %s is for volume {%s}, not this one ({%s}): skipped",
-                            pkg.path, str(pkg.volume_guid).upper(),
-                            ", ".join(str(g).upper() for g in sorted(guids, key=str)))
+            if _other_volume(pkg, guids):
                 continue
             opened = self._unlock_package(pkg)
             if opened is None:
@@ -260,7 +273,8 @@ class _Search:
         log.warning(notes[-1])
 
     # -- nothing left -----------------------------------------------------------------------
-    def nothing_unlocks(self, scanned: bool, packages: Sequence[KeyPackage]) -> BdeError:
+    def nothing_unlocks(self, scanned: bool, packages: Sequence[KeyPackage],
+                        skipped: Sequence[str] = ()) -> BdeError:
         if self.tries.key_errors:
             return self.tries.failure("")
         what = "no usable BitLocker metadata: "
@@ -270,15 +284,44 @@ class _Search:
                  else "; no scanned metadata block unlocks" if scanned else "")
         what += ("; no key package unlocks" if packages else
                  "; give a key package (-kp FILE) with its recovery password or key")
+        if skipped:
+            what += "; unreadable key package(s) skipped: " + ", ".join(skipped)
+        what += "; with the FVEK (--fvek), repair salvages what the image holds"
         return self.tries.failure(what)
+
+
+def _package_order(packages: Sequence[KeyPackage],
+                   guids: set[uuid.UUID]) -> list[KeyPackage]:
+    """Packages that name this volume first; a damaged package naming another one last."""
+    def rank(pkg: KeyPackage) -> int:
+        return 1 if pkg.volume_guid is not None and guids and pkg.volume_guid not in guids \
+            else 0
+    return sorted(packages, key=rank)
+
+
+def _other_volume(pkg: KeyPackage, guids: set[uuid.UUID]) -> bool:
+    """An intact package of another volume (a damaged one's GUID proves nothing)."""
+    if pkg.volume_guid is None or not guids or pkg.volume_guid in guids:
+        return False
+    listing = ", ".join(str(g).upper() for g in sorted(guids, key=str))
+    if not pkg.intact:
+        log.warning("damaged key package %s names volume {%s}, not this one ({%s}): tried "
+                    "anyway, its key decides", pkg.path, str(pkg.volume_guid).upper(), listing)
+        return False
+    log.warning("key package %s is for volume {%s}, not this one ({%s}): skipped", pkg.path,
+                str(pkg.volume_guid).upper(), listing)
+    return True
 
 
 def open_damaged(src: ImageSource, secrets: Secrets, *, packages: Sequence[KeyPackage] = (),
                  path: str | None = None, unlocker: Unlocker | None = None,
-                 scan: ScanMode = "auto") -> Opened:
+                 scan: ScanMode = "auto", method: int | None = None,
+                 skipped_packages: Sequence[str] = ()) -> Opened:
     """Unlock the volume in ``src`` whatever survives of its metadata (see module docstring).
 
     ``scan``: ``"auto"`` (when the header's copies do not serve), ``"always"`` or ``"never"``.
+    ``method``: the encryption method of a salvage with ``secrets.fvek`` (else inferred).
+    ``skipped_packages``: key packages that could not be read (named if nothing unlocks).
     """
     search = _Search(src, secrets, path or getattr(src, "path", None), unlocker)
     search.try_volume_copies()
@@ -287,8 +330,10 @@ def open_damaged(src: ImageSource, secrets: Secrets, *, packages: Sequence[KeyPa
         search.try_scan()
     if search.chosen is None and packages:
         search.try_packages(packages)
+    if search.chosen is None and secrets.fvek is not None and not search.tries.key_errors:
+        return _salvage(search, secrets.fvek, method)
     if search.chosen is None:
-        raise search.nothing_unlocks(scanned, packages)
+        raise search.nothing_unlocks(scanned, packages, skipped_packages)
     return _finish(search, *search.chosen)
 
 
@@ -301,10 +346,12 @@ def _finish(search: _Search, md: Metadata, result: UnlockResult) -> Opened:
                            sector_known=sector_known(md, None), notes=notes)
     volume = BdeVolume(search.src, path=search.path, metadata=md)
     fvek_unverified = _set_key(volume, result, search.image_size)
-    if md.source == MetadataSource.KEY_PACKAGE and result.vmk is not None:
-        # a package's copy has no SHA-256 of its own; check the copies read from the image
-        for copy in search.pool:
-            copy.integrity = integrity_of(copy, result.vmk)
+    if md.source == MetadataSource.KEY_PACKAGE:
+        # a package has no SHA-256 of its own: its checksums vouched for what it gave
+        md.trust = str(Trust.UNAVAILABLE)
+        if result.vmk is not None:  # check the copies read from the image
+            for copy in search.pool:
+                copy.integrity = integrity_of(copy, result.vmk)
     opened = Opened(volume=volume, result=result,
                     copies=[*md.copies, *[c for c in search.pool if c not in md.copies]],
                     notes=notes, key_package=package.path if package else None)
@@ -319,7 +366,41 @@ def _finish(search: _Search, md: Metadata, result: UnlockResult) -> Opened:
             and not key_fits_image(md, result, search.read, search.image_size, package):
         raise WrongKeyError("the FVEK given decrypts neither the volume's boot sector nor its "
                             "backup: wrong FVEK", path=search.path)
+    if package is not None and package.block_header is None:
+        _judge_package_layout(opened, package)
     return opened
+
+
+def _judge_package_layout(opened: Opened, package: KeyPackage) -> None:
+    """A package without verified layout facts: what they steer is a guess (the regions
+    taken to read as zeros, the extent of the relocated block), every sector is judged."""
+    md = opened.volume.metadata
+    ss = opened.volume.sector_size
+    opened.judge = True
+    for off, length in reserved_regions(md, opened.volume.eow):
+        opened.lost.append(Damage(off, length, GUESSED_ZERO))
+    virt = md.virtualization
+    if virt is not None and virt[0] and md.find(DatumType.VIRTUALIZATION_INFO) is None:
+        nvirt = max(RELOCATED_SIZE, ss)
+        opened.doubts.append(Damage(ss, nvirt - ss, GUESS_BOOT_CODE))
+    opened.notes.append(f"key package {package.path}: no layout fact of it is verified (the "
+                        "conversion state, the metadata regions): every sector is judged by "
+                        "its own bytes and the regions taken to read as zeros are reported")
+    log.warning(opened.notes[-1])
+
+
+def _salvage(search: _Search, fvek: bytes, method: int | None) -> Opened:
+    """No metadata unlocks, but an FVEK was given: decrypt what the image holds."""
+    plan = salvage_with_fvek(search.read, search.image_size, fvek, method=method,
+                             header=search.header, scan=search.found, path=search.path)
+    volume = BdeVolume(search.src, path=search.path, metadata=plan.metadata)
+    volume.size_override = (plan.volume_size, plan.size_source)
+    volume.set_key(plan.result)
+    # nothing to verify the stand-in with; the sector judge reports every doubt
+    volume.metadata.trust = str(Trust.UNAVAILABLE)
+    return Opened(volume=volume, result=plan.result, copies=list(search.pool),
+                  patches=plan.patches, lost=plan.lost, repairs=plan.repairs,
+                  notes=plan.notes, doubts=plan.doubts, judge=True)
 
 
 def _set_key(volume: BdeVolume, result: UnlockResult, image_size: int) -> bool:

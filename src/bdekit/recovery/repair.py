@@ -20,7 +20,8 @@
    recovered (unreadable, not rescued, missing tail of a truncated image, lost boot code) and
    ``+`` elsewhere; the JSON report (``--report``: the decrypt report plus the damage list,
    which copy or package served, what was rebuilt); the human-readable log (``-lf``, every
-   INFO message of the run; secrets never reach it and :func:`command_line` masks them).
+   INFO message of the run; secrets never reach it and :func:`command_line` masks them). Every
+   file is created 0600 (``mode``); the log also gets the error that ends a failed run.
 
 The caller exits 6 (:data:`~bdekit.errors.EXIT_PARTIAL`) when any range could not be recovered.
 """
@@ -34,6 +35,7 @@ import hashlib
 import logging
 import os
 import shlex
+import stat
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -46,11 +48,13 @@ from bdekit.image.ranges import NOT_RESCUED
 from bdekit.image.salvage import SalvageSource
 from bdekit.image.sources import ImageSource, RawSource, open_source
 from bdekit.pipeline.chunks import ChunkReader
-from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
+from bdekit.pipeline.decrypt import DEFAULT_CHUNK, ChunkFn, decrypt_to
 from bdekit.pipeline.journal import Journal, journal_path_for
 from bdekit.pipeline.output import is_device
+from bdekit.pipeline.paths import image_files
 from bdekit.pipeline.report import Report
 from bdekit.recovery.open_damaged import Opened, locate_tolerant, open_damaged
+from bdekit.recovery.sector_judge import SectorJudge
 from bdekit.recovery.unlock_copies import Unlocker
 
 log = logging.getLogger(__name__)
@@ -82,21 +86,42 @@ class RepairOptions:
     retries: int = 1
     progress: bool = False
     hash_output: bool = True
+    #: algorithms of the output's hashes (None: sha256); ``hash_input``: hash the image too
+    hashes: Sequence[str] | None = None
+    hash_input: bool = False
+    #: mode of the files written (output, mapfile, report, log)
+    mode: int = 0o600
     command: str = ""
     #: how to unlock a candidate volume (the CLI passes its audited ``cli_unlock``)
     unlocker: Unlocker | None = None
+    #: encryption method of a salvage with an FVEK and no metadata (None: inferred)
+    method: int | None = None
+
+
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that cannot be written (a full disk) is not reported with a traceback: the
+    error that ends the run is reported on stderr anyway."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        return
 
 
 @contextlib.contextmanager
-def log_file(path: str | None, *, append: bool = False) -> Iterator[None]:
-    """Copy every INFO+ message of the ``bdekit`` loggers into ``path`` (human-readable),
-    leaving the level of the existing (stderr) handlers as it was."""
+def log_file(path: str | None, *, append: bool = False, mode: int = 0o600) -> Iterator[None]:
+    """Copy every INFO+ message of the ``bdekit`` loggers into ``path`` (human-readable,
+    created with ``mode``), leaving the level of the existing (stderr) handlers as it was. An
+    error that ends the run is written there too (not to stderr: the caller prints it)."""
     if not path:
         yield
         return
     root = logging.getLogger("bdekit")
     try:
-        handler = logging.FileHandler(path, mode="a" if append else "w", encoding="utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC),
+                     mode)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.fchmod(fd, mode)
+        os.close(fd)
+        handler = _QuietFileHandler(path, mode="a", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write the log file: {exc.strerror}", path=path) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s",
@@ -111,12 +136,26 @@ def log_file(path: str | None, *, append: bool = False) -> Iterator[None]:
     root.setLevel(min(effective, logging.INFO))
     try:
         yield
+    except BaseException as exc:
+        handler.handle(root.makeRecord(root.name, logging.ERROR, __file__, 0,
+                                       "stopped: %s", (_describe(exc),), None))
+        raise
     finally:
         root.removeHandler(handler)
         handler.close()
         root.setLevel(old_level)
         for h, level in saved:
             h.setLevel(level)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BdeError):
+        return exc.display()
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def command_line(argv: Sequence[str]) -> str:
@@ -144,14 +183,22 @@ def default_mapfile_path(output: str) -> str:
     return output + ".map"
 
 
-def load_key_packages(paths: Sequence[str]) -> list[KeyPackage]:
-    """Read each key package; a directory contributes every file in it that holds one."""
+def load_key_packages(paths: Sequence[str],
+                      skipped: list[str] | None = None) -> list[KeyPackage]:
+    """Read each key package; a directory contributes every file in it that holds one. A file
+    that holds none is skipped with a warning (named in ``skipped``): the volume's own
+    metadata may not need it."""
     packages: list[KeyPackage] = []
     for path in paths:
         if os.path.isdir(path):
             packages += _key_package_directory(path)
-        else:
+            continue
+        try:
             packages.append(read_key_package(path))
+        except BdeError as exc:
+            log.warning("key package skipped: %s", exc.one_line())
+            if skipped is not None:
+                skipped.append(path)
     return packages
 
 
@@ -179,7 +226,7 @@ def repair(opts: RepairOptions) -> Report:
     caller exits 6 when ``report.damaged`` is not empty.
     """
     started = dt.datetime.now()
-    with log_file(opts.log_path, append=opts.resume):
+    with log_file(opts.log_path, append=opts.resume, mode=opts.mode):
         log.info("bdekit repair started: %s", opts.command or f"{opts.input} -> {opts.output}")
         return _repair(opts, started)
 
@@ -221,7 +268,8 @@ def _not_rescued(mf: Mapfile, image_size: int) -> list[tuple[int, int, str]]:
 
 
 def _repair(opts: RepairOptions, started: dt.datetime) -> Report:
-    packages = load_key_packages(opts.key_packages)
+    skipped: list[str] = []
+    packages = load_key_packages(opts.key_packages, skipped)
     mf = map_digest = None
     if opts.mapfile:
         mf = read_mapfile(opts.mapfile)
@@ -233,7 +281,8 @@ def _repair(opts: RepairOptions, started: dt.datetime) -> Report:
     try:
         vsrc, base = locate_tolerant(salvage, opts.offset, opts.partition)
         opened = open_damaged(vsrc, opts.secrets, packages=packages,
-                              path=opts.input, unlocker=opts.unlocker)
+                              path=opts.input, unlocker=opts.unlocker, method=opts.method,
+                              skipped_packages=skipped)
         for off, length, _reason in salvage.outside:
             log.warning("unreadable while reading metadata: image offset %d, %d bytes", off,
                         length)
@@ -242,14 +291,23 @@ def _repair(opts: RepairOptions, started: dt.datetime) -> Report:
         report = decrypt_to(
             opened.volume, opts.output, force=opts.force, threads=opts.threads,
             chunk_size=opts.chunk_size, progress=opts.progress, hash_output=opts.hash_output,
-            read_chunk=ChunkReader(opened.volume, salvage, base, patches=opened.patches,
-                                   lost=opened.lost),
+            hashes=opts.hashes, mode=opts.mode, input_base=base,
+            hash_input=salvage if opts.hash_input else None,
+            read_chunk=_chunk_reader(opened, salvage, base), extra_damage=opened.doubts,
             journal=journal, resume=opts.resume, report=_initial_report(opts, opened))
         _write_products(opts, opened, report, started)
         journal.remove()
         return report
     finally:
         salvage.close()
+
+
+def _chunk_reader(opened: Opened, salvage: SalvageSource, base: int) -> ChunkFn:
+    """Reads the output's chunks: rebuilt sectors applied, lost ranges zeroed; every sector
+    judged by its own bytes when the layout is inferred."""
+    reader = ChunkReader(opened.volume, salvage, base, patches=opened.patches,
+                         lost=opened.lost)
+    return SectorJudge(reader, opened.volume) if opened.judge else reader
 
 
 def _journal_params(opts: RepairOptions, opened: Opened, salvage: SalvageSource, base: int,
@@ -267,12 +325,17 @@ def _journal_params(opts: RepairOptions, opened: Opened, salvage: SalvageSource,
         "patches": _fingerprint(b"".join(o.to_bytes(8, "little") + d
                                          for o, d in opened.patches)),
         "lost": [[d.offset, d.length, d.reason] for d in opened.lost],
+        "doubts": [[d.offset, d.length, d.reason] for d in opened.doubts],
+        "judged": opened.judge,
         "mapfile": map_digest,
     }
 
 
 def _initial_report(opts: RepairOptions, opened: Opened) -> Report:
-    report = Report(input=opts.input, output=opts.output)
+    report = Report(input=os.path.abspath(opts.input), output=os.path.abspath(opts.output),
+                    command_line=opts.command,
+                    input_files=[os.path.abspath(p) for p in image_files(opts.input)
+                                 if os.path.lexists(p)])
     report.metadata_copies = [c.describe() for c in opened.copies]
     report.key_package = opened.key_package
     report.repairs = list(opened.repairs)
@@ -286,13 +349,13 @@ def _write_products(opts: RepairOptions, opened: Opened, report: Report,
     map_path = opts.output_mapfile or default_mapfile_path(opts.output)
     bad_out = [(d["offset"], d["length"]) for d in report.damaged]
     write_mapfile(map_path, opened.volume.volume_size, bad_out, command=opts.command,
-                  started=started)
+                  started=started, mode=opts.mode)
     report.output_mapfile = map_path
     for item in report.damaged:
-        log.info("damaged: output offset %d (0x%x), %d bytes: %s (written as zeros)",
+        log.info("damaged: output offset %d (0x%x), %d bytes: %s",
                  item["offset"], item["offset"], item["length"], item["reason"])
     if opts.report_path:
-        report.write(opts.report_path)
+        report.write(opts.report_path, opts.mode)
     log.info("finished: %s", report.summary())
     log.info("output mapfile: %s (%d damaged range(s), %d bytes)", map_path,
              len(report.damaged), report.bytes_unrecovered)

@@ -6,13 +6,17 @@ and the copies key packages carry. :class:`CopyUnlocker` tries each with the use
 the VMK it gave opens the others directly (no key stretch). A key failure on an intact copy
 of the volume means the secret is wrong, not the metadata, so the search stops there.
 
-:func:`settle_copy` then checks every copy's SHA-256 integrity datum with the VMK
-(:func:`bdekit.unlock.integrity.integrity_of`) and, when the copy that unlocked fails it,
-serves from one that verifies.
+:func:`settle_copy` then weighs every copy (CRC-bad ones, scanned ones and the byte-wise
+majority vote included) with the VMK exactly as the volume does
+(:func:`bdekit.unlock.integrity.settle`): the candidate whose block matches an authentic
+SHA-256 digest serves, whichever copy unlocked. Unlocking itself tries the protector and FVEK
+datums of every copy (:func:`bdekit.unlock.attempt.unlock`), so a copy whose VMK or FVEK
+datum is damaged neither stops the search nor passes for a wrong key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
@@ -21,7 +25,7 @@ from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.format.metadata import Metadata, MetadataCopy, MetadataSource
 from bdekit.image.sources import ImageSource
 from bdekit.unlock.attempt import unlock
-from bdekit.unlock.integrity import integrity_of
+from bdekit.unlock.integrity import Trust, settle
 from bdekit.unlock.vmk import decrypt_fvek
 from bdekit.volume.bde import BdeVolume
 
@@ -108,8 +112,9 @@ class CopyUnlocker:
         return self.unlock_fn(BdeVolume(self.src, path=self.path, metadata=md), self.secrets)
 
     def _key_failure(self, md: Metadata, exc: BdeError) -> None:
-        intact = (md.best.crc_ok and md.source in (MetadataSource.VOLUME, MetadataSource.SCAN)) \
-            or md.source == MetadataSource.KEY_PACKAGE
+        # a key package's copy is "CRC-good" only when every checksum of the package holds
+        intact = md.best.crc_ok and md.source in (MetadataSource.VOLUME, MetadataSource.SCAN,
+                                                  MetadataSource.KEY_PACKAGE)
         if not intact:
             self.errors.append(exc)
             return
@@ -129,41 +134,44 @@ class CopyUnlocker:
 
 def settle_copy(md: Metadata, result: UnlockResult,
                 pool: Sequence[MetadataCopy]) -> tuple[Metadata, UnlockResult]:
-    """Check every copy's SHA-256 under the VMK; serve from one that verifies."""
-    vmk = result.vmk
-    if vmk is None:
-        log.info("no VMK (unlocked with %s): the copies' SHA-256 cannot be checked; %s "
-                 "serves on its CRC", result.via, copy_name(md.best))
-        return md, result
-    for copy in pool:
-        copy.integrity = integrity_of(copy, vmk)
+    """Weigh every copy of ``md`` and of ``pool`` (scanned ones too) and the majority vote
+    with the VMK, as the volume does (:func:`bdekit.unlock.integrity.settle`): the candidate
+    that matches an authentic SHA-256 digest serves; ``md.trust`` says whether one did."""
+    extra = [c for c in pool if c not in md.copies and c.usable]
+    full = dataclasses.replace(md, copies=[*md.copies, *extra])
+    prior = list(md.decisions)
+    settlement = settle(full, result.vmk)
+    full.best = settlement.serving
+    if settlement.serving in extra:
+        full.source = MetadataSource.SCAN
+    full.trust = str(settlement.trust)
+    # unlocking through a volume may have settled ``md`` already: its decisions count too
+    full.decisions = [*settlement.decisions,
+                      *(d for d in prior if d not in settlement.decisions)]
+    for copy in full.copies:
         log.info("%s: CRC %s, SHA-256 %s", copy_name(copy), "ok" if copy.crc_ok else "bad",
                  copy.integrity)
-    if md.best.integrity == "ok":
-        return md, result
-    for copy in ordered_copies(pool):
-        if copy is md.best or copy.integrity != "ok":
-            continue
-        other = _served_by(md, copy)
-        try:
-            fvek, key_type = decrypt_fvek(other, vmk)
-        except BdeError:
-            continue
-        log.warning("%s fails its SHA-256 integrity check; %s verifies and serves",
-                    copy_name(md.best), copy_name(copy))
-        return other, UnlockResult(fvek, key_type or other.method, vmk, result.via,
-                                   result.protector, result.source)
-    if md.best.integrity == "mismatch":
-        log.warning("%s fails its SHA-256 integrity check and no other copy verifies; it "
-                    "serves anyway (its FVEK opened)", copy_name(md.best))
-    return md, result
+    if result.vmk is None:
+        log.info("no VMK (unlocked with %s): the copies' SHA-256 cannot be checked; %s "
+                 "serves", result.via, copy_name(full.best))
+        return full, result
+    if settlement.serving is not md.best:
+        log.warning("%s does not match an authentic SHA-256 digest; %s does and serves",
+                    copy_name(md.best), _name(settlement.serving))
+    elif settlement.trust == Trust.UNVERIFIED:
+        log.warning("no metadata copy matches an authentic SHA-256 digest: %s serves, "
+                    "unverified", copy_name(md.best))
+    try:
+        fvek, key_type = decrypt_fvek(full, result.vmk)
+    except BdeError:
+        return full, result
+    return full, UnlockResult(fvek, key_type or full.method, result.vmk, result.via,
+                              result.protector, result.source)
 
 
-def _served_by(md: Metadata, copy: MetadataCopy) -> Metadata:
-    if copy in md.copies:
-        return Metadata(header=md.header, copies=md.copies, best=copy, source=md.source)
-    return Metadata(header=md.header, copies=[*md.copies, copy], best=copy,
-                    source=MetadataSource.SCAN)
+def _name(copy: MetadataCopy) -> str:
+    return "the majority of the copies" if copy.index == 0 and copy.status != "key package" \
+        else copy_name(copy)
 
 
 __all__ = ["CopyUnlocker", "Unlocker", "copy_name", "ordered_copies", "settle_copy"]

@@ -79,7 +79,8 @@ def build(output: str | os.PathLike[str], *, size: int | str | None = None,
           state: str | int | None = None, description: str | None = None,
           vista: bool = False, force: bool = False,
           manifest: str | os.PathLike[str] | None = None, threads: int | None = None,
-          chunk_size: int = CHUNK, progress: Progress | None = None) -> Manifest:
+          chunk_size: int = CHUNK, progress: Progress | None = None,
+          os_volume: bool = False) -> Manifest:
     """Write a synthetic BitLocker image to ``output`` and its manifest; return the manifest.
 
     ``size``: bytes or a string like ``64M`` (from ``source`` when given: its size is the
@@ -87,6 +88,9 @@ def build(output: str | os.PathLike[str], *, size: int | str | None = None,
     :class:`StartupKeySpec`, :class:`ClearKeySpec`) or :class:`SynthProtector` objects; none
     means one generated recovery password.  ``state``: None (fully encrypted) or
     ``"partial:OFFSET"``.  ``progress(done, total)`` is called after each chunk.
+    ``os_volume``: write an OS volume's auto-unlock key datum (role 0x000b; the key is in the
+    manifest as ``auto_unlock_key``), so that data volumes can be bound to it
+    (:class:`~bdekit.synth.autounlock.AutoUnlockSpec`).
     """
     out_path = Path(output)
     manifest_path = Path(manifest) if manifest is not None else default_manifest_path(out_path)
@@ -104,7 +108,8 @@ def build(output: str | os.PathLike[str], *, size: int | str | None = None,
                    sector_size=sector_size, seed=seed, source=src, used_only=used_only,
                    specs=list(protectors) if protectors else [RecoveryPasswordSpec()],
                    state=state, description=description, vista=vista, force=force,
-                   threads=threads, chunk=chunk_size, progress=progress)
+                   threads=threads, chunk=chunk_size, progress=progress,
+                   os_volume=os_volume)
         return _build(job)
     finally:
         if src is not None:
@@ -164,6 +169,7 @@ class _Job:
     threads: int | None
     chunk: int
     progress: Progress | None
+    os_volume: bool = False
 
 
 def _build(job: _Job) -> Manifest:
@@ -177,6 +183,8 @@ def _build(job: _Job) -> Manifest:
                          search=job.source is not None, encrypted_end=encrypted_end)
     nonces = NonceSource(job.seed)
     volume = VolumeKeys.draw(job.seed, job.method, nonces.filetime)
+    if job.os_volume:
+        volume.auto_unlock_key = SeededRandom(job.seed, "auto-unlock").bytes(32)
     description = job.description
     if description is None:
         when = _datetime(volume.created)
@@ -203,6 +211,8 @@ def _build(job: _Job) -> Manifest:
         source_info["path"] = os.path.relpath(os.path.abspath(job.source.path), manifest_dir)
     result = _manifest(job, layout, volume, meta, streamed, manifest_dir, description=description,
                        protectors=[prot.manifest() for prot in prepared], source=source_info)
+    if volume.auto_unlock_key is not None:
+        result.extra["auto_unlock_key"] = volume.auto_unlock_key.hex()
     job.manifest_path.parent.mkdir(parents=True, exist_ok=True)
     result.save(job.manifest_path)
     return result

@@ -171,7 +171,7 @@ class ImageLayout:
 def apply(image: str | os.PathLike[str], *, zero_copies: Sequence[int] = (),
           garble_copies: Sequence[int] = (), zero_header: bool = False,
           zero_relocated_header: bool = False, bad_sectors: Sequence[tuple[int, int]] = (),
-          truncate: int | str | None = None, flip_bits: int = 0, seed: int = 0,
+          truncate: int | str | None = None, flip_bits: int = 0, seed: int | str = 0,
           manifest: str | os.PathLike[str] | None = None,
           mapfile: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Apply the damage asked for to ``image`` in place; return the records (also appended to
@@ -252,7 +252,7 @@ def _block_size(fd: int, offset: int) -> int:
 
 
 def _bad_sectors(fd: int, path: Path, image_size: int, ss: int,
-                 ranges: Sequence[tuple[int, int]], seed: int,
+                 ranges: Sequence[tuple[int, int]], seed: int | str,
                  map_path: Path) -> list[dict[str, Any]]:
     rounded: list[tuple[int, int]] = []
     for off, length in ranges:
@@ -279,7 +279,7 @@ def _bad_sectors(fd: int, path: Path, image_size: int, ss: int,
     return records
 
 
-def _flip_bits(fd: int, image_size: int, count: int, seed: int) -> dict[str, Any]:
+def _flip_bits(fd: int, image_size: int, count: int, seed: int | str) -> dict[str, Any]:
     if image_size == 0:
         raise UsageError("cannot flip bits of an empty image")
     rng = SeededRandom(seed, "damage:flip")

@@ -11,7 +11,9 @@ Each copy (three identical ones, see :mod:`bdekit.synth.layout` for where they l
   counter, method, u16 0, creation FILETIME;
 * the datums, in Windows' order: description (unicode, role 7), one VMK datum per protector
   (role 2, see :mod:`bdekit.synth.protectors`), the FVEK (AES-CCM, role 3, under the VMK;
-  plaintext key datum with key type = method, 16/32/64 key bytes), virtualization info (role
+  plaintext key datum with key type = method, 16/32/64 key bytes), on an OS volume
+  (``os_volume``) the auto-unlock key (AES-CCM, role 0x000b, under the VMK; key datum 0x2002;
+  where Windows places it among the datums is not known), virtualization info (role
   15, type 15: offset and size of the relocated block; the 76 trailing bytes Windows 10
   appends -- OS build number and flags of unknown meaning -- are left out, readers ignore
   them; none on Vista);
@@ -90,6 +92,8 @@ class VolumeKeys:
     vmk: bytes
     volume_guid: uuid.UUID
     created: int  # FILETIME of the dataset header
+    #: an OS volume's auto-unlock key (role 0x000b datum), or None
+    auto_unlock_key: bytes | None = None
 
     @classmethod
     def draw(cls, seed: int | str, method: EncryptionMethod, created: int) -> VolumeKeys:
@@ -120,6 +124,10 @@ def metadata_datums(description: str, protectors: Sequence[Any], volume: VolumeK
     nonces.tick(5.0)
     datums.append(nonces.wrap(volume.vmk, payload_key(volume.fvek, int(volume.method)),
                               int(DatumRole.FULL_VOLUME_ENCRYPTION_KEY)))
+    if volume.auto_unlock_key is not None:
+        datums.append(nonces.wrap(volume.vmk, payload_key(volume.auto_unlock_key,
+                                                          KeyType.EXTERNAL),
+                                  int(DatumRole.AUTO_UNLOCK)))
     if layout.version >= 2:
         datums.append(virtualization_datum(layout.relocated_offset, layout.relocated_size))
     return datums

@@ -28,6 +28,7 @@ import numpy as np
 from bdekit.format.consensus import field_name_plain
 from bdekit.format.copies import read_metadata
 from bdekit.format.metadata import Metadata, MetadataCopy
+from bdekit.synth.mutate_eow import boot_mutants, eow_mutants
 
 ReadFn = Callable[[int, int], bytes]
 
@@ -202,6 +203,8 @@ def mutants(read: ReadFn, image_size: int, *, seed: int = 0) -> list[Mutant]:
     out += _combination_mutants(md, rng)
     out += _relocated_mutants(md)
     out += _eow_mutants(read, md)
+    out += [Mutant(name, patches) for name, patches in (*eow_mutants(read, md),
+                                                        *boot_mutants(read, md))]
     return out
 
 

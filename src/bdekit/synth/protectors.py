@@ -23,7 +23,8 @@ Protector datums (VMK datum: GUID, FILETIME, u16 0, protection; nested datums)
     * clear key (0x0000, VMK datum version 3; suspended protection): the clear key (key datum
       0x2000) and the VMK under it.
     * any object with ``guid``, ``protection``, ``build_datum(vmk, nonces)`` and ``manifest()``
-      (see :class:`SynthProtector`), e.g. ``bdekit.unlock.certificates.CertificateSpec``.
+      (see :class:`SynthProtector`), e.g. :class:`bdekit.synth.certificate.CertificateSpec`,
+      :class:`bdekit.synth.tpm.TpmSpec`, :class:`bdekit.synth.autounlock.AutoUnlockSpec`.
 
 A *spec* (:class:`RecoveryPasswordSpec` ...) is what a caller asks for; :func:`prepare_protector`
 draws its GUID, salt and keys from the seed (one stream per protector index) and returns the

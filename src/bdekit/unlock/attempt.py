@@ -8,8 +8,11 @@ protection type, then nested datums. How the VMK is wrapped depends on the type:
 * startup key (0x0200): the 32-byte key of the ``{GUID}.BEK`` file (external key datum) unwraps
   the AES-CCM datum directly; the BEK's GUID is the protector GUID;
 * clear key (0x0000, suspended protection): a key datum inside the protector is the key;
-* certificate (0x0400 / 0x1000): :mod:`bdekit.unlock.certificates`;
-* TPM variants: need the original machine's TPM, unsupported offline.
+* certificate (0x1000): :mod:`bdekit.unlock.certificates`;
+* TPM variants: the secret the TPM released (captured), with the PIN and startup key they
+  need: :mod:`bdekit.unlock.tpm`;
+* an auto-unlocked data volume's startup key protector: the external key recovered from the OS
+  volume (:mod:`bdekit.unlock.autounlock`) opens it as a BEK would.
 
 The full volume encryption key (FVEK) is the top-level AES-CCM datum of role 3, wrapped by the
 VMK; its plaintext key datum's key type is the encryption method.
@@ -49,7 +52,7 @@ from bdekit.format.constants import (
 )
 from bdekit.format.metadata import Metadata
 from bdekit.format.protector import TPM_TYPES, Protector, protector_versions, protectors_of
-from bdekit.unlock import certificates
+from bdekit.unlock import certificates, tpm
 from bdekit.unlock.vmk import decrypt_fvek, normalise_fvek, protector_key, unwrap_protector
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,8 @@ def _open_protector(metadata: Metadata, protector: Protector, cand: KeyCandidate
     """The VMK ``cand`` unwraps from ``protector`` (raises WrongKeyError), or None."""
     if cand.kind == SecretKind.CERTIFICATE:
         return certificates.unwrap_vmk(protector, cand.value, metadata=metadata)
+    if cand.kind == SecretKind.TPM:
+        return tpm.open_tpm_protector(metadata, protector, cand.value)
     key = protector_key(protector, cand)
     if key is None:
         return None
@@ -134,7 +139,8 @@ def _unlock_with_candidates(metadata: Metadata, protectors: list[Protector],
             try:
                 vmk = _open_protector(metadata, protector, cand)
             except WrongKeyError as exc:
-                reason = f" ({exc.message})" if cand.kind == SecretKind.CERTIFICATE else ""
+                explained = (SecretKind.CERTIFICATE, SecretKind.TPM)
+                reason = f" ({exc.message})" if cand.kind in explained else ""
                 wrong.append(f"{cand.kind} from {cand.source} against protector "
                              f"{protector.key_id}{reason}")
                 if on_attempt:
@@ -167,8 +173,10 @@ def _nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCandidate
     listing = ", ".join(f"{p.type_name} {{{str(p.guid).upper()}}}" for p in plist) or "none"
     offline = [p for p in plist if p.protection not in TPM_TYPES]
     if plist and not offline:
-        return UnsupportedError(f"only TPM protectors ({listing}); they need the original "
-                                "machine's TPM and cannot be unlocked offline", path=path)
+        needs = "; ".join(f"{p.type_name}: {tpm.opens_with(p)}" for p in plist)
+        return UnsupportedError(f"only TPM protectors ({listing}); without the original "
+                                f"machine's TPM they open only with what it releases ({needs})",
+                                path=path)
     if candidates:
         kinds = ", ".join(sorted({str(c.kind) for c in candidates}))
         beks = [c for c in candidates if c.kind == SecretKind.BEK]
@@ -179,5 +187,6 @@ def _nothing_fits(protectors: Iterable[Protector], candidates: list[KeyCandidate
         return WrongKeyError(f"no protector accepts the secret given ({kinds}){extra}; "
                              f"protectors: {listing}", path=path)
     return MissingKeyError(f"no key given; protectors: {listing} (use --recovery-password, "
-                           "--password, --bek, --keyring, --certificate, --fvek or --vmk)",
+                           "--password, --bek, --keyring, --certificate, --tpm-secret, "
+                           "--auto-unlock-from, --fvek or --vmk)",
                            path=path)

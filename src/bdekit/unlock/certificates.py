@@ -1,43 +1,31 @@
-"""Certificate protectors (Data Recovery Agent, smart card): load a certificate, unwrap the VMK.
+"""Certificate protectors (smart card, Data Recovery Agent): load a certificate, unwrap the VMK.
 
-A certificate protector is a VMK datum whose nested datums include a *public key info* datum
-(type 14) and an *asymmetric encrypted key* datum (type 12). Their layout is **not publicly
-documented** and no real Windows sample was available to this project, so this module does two
-different things:
+The layout Windows 10 writes (protection 0x1000; read in :mod:`bdekit.format.certificate`, seen
+on a real smart-card volume): an RSA ciphertext datum (type 12), the public key as a CNG
+``RSA1`` blob (type 13, role 12), a ``gsin`` thumbprint record (type 14), a use key (key type
+0x2006) escrowing a 32-byte key under the VMK, and the VMK wrapped (AES-CCM) under that 32-byte
+key. The real volume confirms all of that, including that the escrowed 32-byte key unwraps the
+VMK datum (checked with its recovery password). It cannot show (the card's private key is not
+public) the RSA padding, the ciphertext's byte order, or the form of the RSA plaintext.
 
-Decoding (any layout that is plausible)
-    The thumbprint (SHA-1 of the certificate's DER, upper-case hex, as ``certutil`` and the
-    certificate MMC show it) is read from the public key info datum: a DER certificate anywhere in
-    its body is hashed; else a leading 20-byte SHA-1; else a thumbprint written as 40 hex
-    characters (UTF-16LE or ASCII). A certificate whose thumbprint differs from a known protector
-    thumbprint is rejected without trying it (a wrong certificate is a key error, exit 4).
+Matching
+    A certificate whose thumbprint differs from the protector's, or (when the protector records
+    one) whose public key differs from the protector's public key, is rejected without trying
+    it: a wrong certificate is a key error (exit 4). A key that is not RSA is unsupported
+    (exit 5). Thumbprints are SHA-1 of the certificate's DER, lower-case hex as
+    ``manage-bde`` prints them, compared without regard to case.
 
-    To unwrap, every plausible variant is tried and the one whose AES-CCM MAC verifies is kept:
-
-    * the RSA ciphertext: the whole type-12 body, or a modulus-sized window of it (first or last
-      bytes, or after a 4, 8, 12 or 16-byte header), each big-endian (PKCS#1) and byte-reversed
-      (little-endian, as Windows CryptoAPI's ``CryptEncrypt`` writes RSA ciphertext);
-    * the padding: RSA-OAEP with SHA-1, RSA-OAEP with SHA-256, PKCS#1 v1.5;
+Unwrapping: every plausible variant, kept only if an AES-CCM tag verifies
+    * the RSA ciphertext: the whole type-12 body (on the real volume exactly the modulus size),
+      or a modulus-sized window of a longer body (first or last bytes, or after a 4, 8, 12 or
+      16-byte header), each big-endian (PKCS#1, CNG) and byte-reversed (CryptoAPI);
+    * the padding: PKCS#1 v1.5, RSA-OAEP with SHA-1, RSA-OAEP with SHA-256;
     * the plaintext: a raw 32-byte key, or a key datum (type 1) holding 32 bytes;
-    * its use: as the key that unwraps the protector's AES-CCM VMK datum (the MAC must verify),
-      or as the VMK itself (it must then unwrap the FVEK datum: its MAC must verify).
+    * its use: as the key that unwraps the protector's AES-CCM VMK datum (the tag must verify),
+      or as the VMK itself (it must then unwrap the FVEK datum: its tag must verify).
 
-Encoding (the one layout the synthetic builder writes: :class:`CertificateSpec` for
-:func:`bdekit.synth.build`, :func:`build_protector_datum`)
-    VMK datum (role 2, protection 0x0400 "public key" by default; 0x1000 can be asked for)
-    with nested datums:
-
-    1. public key info (type 14, role 0): body = SHA-1 thumbprint (20 bytes) followed by the
-       certificate's DER;
-    2. asymmetric encrypted key (type 12, role 0): body = RSA-OAEP (SHA-1, MGF1-SHA-1)
-       encryption of a random 32-byte *intermediate key*, byte-reversed (little-endian as
-       CryptoAPI writes it), exactly the modulus size (the OAEP seed comes from the builder's
-       seeded stream, so the same seed gives the same image);
-    3. AES-CCM encrypted key (type 5, role 0): the VMK key datum (type 1, key type 0x2003) wrapped
-       under the intermediate key, as a startup key protector wraps it.
-
-    This is the layout a real Windows volume is *expected* to resemble (section 8 of the format
-    notes); it has not been confirmed against a real DRA- or smart-card-protected volume.
+The synthetic layout (:mod:`bdekit.synth.certificate`) is the real one with one plausible
+choice for the unknowns.
 """
 
 from __future__ import annotations
@@ -47,13 +35,9 @@ import hashlib
 import logging
 import os
 import re
-import secrets as _secrets
-import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from construct import Container
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -61,7 +45,6 @@ from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from bdekit.crypto import keys
 from bdekit.errors import (
     BdeError,
     FormatError,
@@ -70,12 +53,18 @@ from bdekit.errors import (
     UsageError,
     WrongKeyError,
 )
-from bdekit.format.certificate import datum_payload, thumbprint_from_datum, try_der_certificate
-from bdekit.format.constants import DatumType, KeyType, ProtectionType
-from bdekit.format.datum_build import key_datum, raw_datum, vmk_datum
+from bdekit.format.certificate import (
+    RsaPublicKey,
+    datum_payload,
+    public_key_fingerprint,
+    same_thumbprint,
+    try_der_certificate,
+)
+from bdekit.format.constants import DatumType
 from bdekit.format.metadata import Metadata, parse_datums
 from bdekit.format.protector import Protector
-from bdekit.unlock.vmk import decrypt_fvek, unwrap_protector, wrap_key
+from bdekit.image.bounded import read_bounded
+from bdekit.unlock.vmk import decrypt_fvek, unwrap_protector
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +96,28 @@ class Certificate:
     def subject(self) -> str:
         return self.certificate.subject.rfc4514_string()
 
+    @property
+    def public_key(self) -> RsaPublicKey | None:
+        """The RSA public key (None for other key types)."""
+        public = self.certificate.public_key()
+        if not isinstance(public, rsa.RSAPublicKey):
+            return None
+        numbers = public.public_numbers()
+        return RsaPublicKey(numbers.e, numbers.n)
+
     def describe(self) -> dict[str, Any]:
-        return {"path": self.path, "subject": self.subject, "thumbprint": self.thumbprint,
-                "has_private_key": self.private_key is not None}
+        out: dict[str, Any] = {"path": self.path, "subject": self.subject,
+                               "thumbprint": self.thumbprint,
+                               "has_private_key": self.private_key is not None}
+        public = self.certificate.public_key()
+        if isinstance(public, rsa.RSAPublicKey):
+            out["public_key_fingerprint"] = public_key_fingerprint(public)
+        return out
 
 
 def thumbprint(cert: x509.Certificate) -> str:
-    """SHA-1 of the certificate's DER, upper-case hex (how Windows shows a thumbprint)."""
-    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    """SHA-1 of the certificate's DER, lower-case hex (as ``manage-bde`` shows a thumbprint)."""
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _password_bytes(password: str | bytes | None) -> bytes | None:
@@ -153,10 +156,7 @@ def _load_key_file(path: str, password: bytes | None) -> PrivateKeyTypes:
 
 
 def _read(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read certificate file: {exc.strerror}", path=path) from None
+    return read_bounded(path, "certificate")
 
 
 _Loaded = tuple[x509.Certificate, PrivateKeyTypes | None]
@@ -255,8 +255,26 @@ def load_certificate(path: str | os.PathLike[str], password: str | bytes | None 
 
 
 def protector_thumbprint(protector: Protector) -> str | None:
-    info = protector.datum.find(DatumType.PUBLIC_KEY_INFO)
-    return thumbprint_from_datum(info) if info is not None else None
+    return protector.thumbprint
+
+
+def protector_public_key(protector: Protector) -> RsaPublicKey | None:
+    info = protector.certificate
+    return info.public_key if info is not None else None
+
+
+def match_certificate(protector: Protector, cert: Certificate) -> str | None:
+    """How ``cert`` fits a certificate protector: ``"thumbprint"``, ``"public key"`` (the
+    protector records no thumbprint), ``"unidentified"`` (it records neither) or None (it
+    records another certificate)."""
+    info = protector.certificate
+    if info is None:
+        return None
+    if info.thumbprint is not None:
+        return "thumbprint" if same_thumbprint(info.thumbprint, cert.thumbprint) else None
+    if info.public_key is not None:
+        return "public key" if info.public_key == cert.public_key else None
+    return "unidentified"
 
 
 def _ciphertexts(body: bytes, size: int) -> Iterator[tuple[str, bytes]]:
@@ -271,17 +289,17 @@ def _ciphertexts(body: bytes, size: int) -> Iterator[tuple[str, bytes]]:
             if skip + size <= len(body):
                 windows.append((f"after {skip} bytes", body[skip:skip + size]))
     for label, window in windows:
-        for order, data in (("little-endian", window[::-1]), ("big-endian", window)):
+        for order, data in (("big-endian", window), ("little-endian", window[::-1])):
             if data not in seen:
                 seen.add(data)
                 yield f"{label}, {order}", data
 
 
 _PADDINGS: list[tuple[str, Callable[[], AsymmetricPadding]]] = [
+    ("RSA-PKCS1v15", padding.PKCS1v15),
     ("RSA-OAEP-SHA1", lambda: padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)),
     ("RSA-OAEP-SHA256", lambda: padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(),
                                              None)),
-    ("RSA-PKCS1v15", padding.PKCS1v15),
 ]
 
 
@@ -315,10 +333,16 @@ def unwrap_vmk(protector: Protector, cert: Certificate, metadata: Metadata | Non
     differs, or no variant verifies), :class:`UnsupportedCertificate` for a certificate whose
     key is not RSA and :class:`MissingKeyError` without a private key.
     """
-    wanted = protector_thumbprint(protector)
-    if wanted is not None and wanted != cert.thumbprint:
+    info = protector.certificate
+    wanted = info.thumbprint if info is not None else None
+    if wanted is not None and not same_thumbprint(wanted, cert.thumbprint):
         raise WrongKeyError(f"certificate {cert.thumbprint} is not the one of protector "
                             f"{protector.key_id} (thumbprint {wanted})")
+    recorded = info.public_key if info is not None else None
+    if recorded is not None and cert.public_key is not None and recorded != cert.public_key:
+        raise WrongKeyError(f"certificate {cert.thumbprint} is not the one of protector "
+                            f"{protector.key_id} (its public key differs from the protector's, "
+                            f"fingerprint {recorded.fingerprint})")
     public = cert.certificate.public_key()
     if not isinstance(public, rsa.RSAPublicKey):
         raise UnsupportedCertificate(f"certificate {cert.path} ({cert.thumbprint}) has a "
@@ -367,138 +391,5 @@ def _try_layouts(protector: Protector, key: rsa.RSAPrivateKey, body: bytes,
     return None
 
 
-# --------------------------------------------------------------------------------------------
-# Writing the synthetic layout
-# --------------------------------------------------------------------------------------------
-
-
-def public_key_info_body(cert: x509.Certificate) -> bytes:
-    """Synthetic layout of the type-14 body: SHA-1 thumbprint (20 bytes) + certificate DER."""
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return hashlib.sha1(der).digest() + der
-
-
-def _mgf1_sha1(seed: bytes, length: int) -> bytes:
-    out = b"".join(hashlib.sha1(seed + i.to_bytes(4, "big")).digest()
-                   for i in range((length + 19) // 20))
-    return out[:length]
-
-
-def oaep_sha1_encrypt(public: rsa.RSAPublicKey, message: bytes, seed: bytes) -> bytes:
-    """RSAES-OAEP (RFC 8017, SHA-1, MGF1-SHA-1, empty label) with a given 20-byte seed.
-
-    The same as ``public.encrypt(message, OAEP(SHA-1))`` except that the random seed is the
-    caller's, so that a synthetic image is the same bytes for the same seed. Big-endian result.
-    """
-    numbers = public.public_numbers()
-    k = (numbers.n.bit_length() + 7) // 8
-    if len(seed) != 20:
-        raise ValueError("the OAEP seed has 20 bytes")
-    if len(message) > k - 2 * 20 - 2:
-        raise ValueError("message too long for RSA-OAEP with this key")
-    db = hashlib.sha1(b"").digest() + bytes(k - len(message) - 42) + b"\x01" + message
-    masked_db = bytes(x ^ y for x, y in zip(db, _mgf1_sha1(seed, k - 21), strict=True))
-    masked_seed = bytes(x ^ y for x, y in zip(seed, _mgf1_sha1(masked_db, 20), strict=True))
-    em = int.from_bytes(b"\x00" + masked_seed + masked_db, "big")
-    return pow(em, numbers.e, numbers.n).to_bytes(k, "big")
-
-
-def encrypt_for_certificate(cert: x509.Certificate, key32: bytes, seed: bytes | None = None
-                            ) -> bytes:
-    """Synthetic layout of the type-12 body: RSA-OAEP-SHA1 of ``key32``, little-endian."""
-    public = cert.public_key()
-    if not isinstance(public, rsa.RSAPublicKey):
-        raise UnsupportedCertificate("certificate protectors need an RSA certificate")
-    return oaep_sha1_encrypt(public, bytes(key32), seed or _secrets.token_bytes(20))[::-1]
-
-
-def build_protector_datum(cert: x509.Certificate, vmk: bytes, nonce: bytes, *,
-                          guid: uuid.UUID | None = None, modified_time: int = 0,
-                          protection: int = ProtectionType.PUBLIC_KEY,
-                          intermediate: bytes | None = None, oaep_seed: bytes | None = None
-                          ) -> Container:
-    """A certificate protector VMK datum in the synthetic layout (module docstring)."""
-    inter = intermediate if intermediate is not None else _secrets.token_bytes(32)
-    children = [
-        raw_datum(DatumType.PUBLIC_KEY_INFO, public_key_info_body(cert)),
-        raw_datum(DatumType.ASYMMETRIC_ENCRYPTED_KEY,
-                  encrypt_for_certificate(cert, inter, oaep_seed)),
-        # the VMK key datum is version 1 here (Windows' payload keys are version 0)
-        wrap_key(inter, nonce, key_datum(vmk, KeyType.VMK)),
-    ]
-    return vmk_datum(guid or uuid.uuid4(), modified_time, protection, children)
-
-
-CertificateSource = x509.Certificate | Certificate | str | os.PathLike[str]
-
-
-def _as_x509(cert: CertificateSource) -> x509.Certificate:
-    if isinstance(cert, Certificate):
-        return cert.certificate
-    if isinstance(cert, x509.Certificate):
-        return cert
-    return load_certificate(cert).certificate  # a path
-
-
-@dataclasses.dataclass
-class CertificateSpec:
-    """Synthetic image builder spec (:func:`bdekit.synth.build`): a certificate protector.
-
-    ``cert`` is an ``x509.Certificate``, a :class:`Certificate` or a path to one (PEM, DER or
-    a password-less .pfx; only the public certificate is needed). ``prepare(rng)`` draws the
-    protector GUID, the intermediate key and the OAEP seed from the builder's seeded stream,
-    so the image is deterministic; the layout is the one in the module docstring.
-    """
-
-    cert: CertificateSource
-    protection: int = ProtectionType.PUBLIC_KEY
-
-    def prepare(self, rng: Any) -> CertificateProtector:
-        return CertificateProtector(_as_x509(self.cert), rng.guid(), rng.bytes(32),
-                                    rng.bytes(20), self.protection)
-
-
-@dataclasses.dataclass
-class CertificateProtector:
-    """A prepared certificate protector (the builder's ``SynthProtector`` protocol)."""
-
-    cert: x509.Certificate
-    guid: uuid.UUID = dataclasses.field(default_factory=uuid.uuid4)
-    intermediate: bytes = dataclasses.field(default_factory=lambda: _secrets.token_bytes(32),
-                                            repr=False)
-    oaep_seed: bytes = dataclasses.field(default_factory=lambda: _secrets.token_bytes(20),
-                                         repr=False)
-    protection: int = ProtectionType.PUBLIC_KEY
-
-    def build_datum(self, vmk: bytes, nonces: Any) -> Container:
-        nonce = _next_nonce(nonces)
-        modified = nonces.tick() if hasattr(nonces, "tick") else 0
-        return build_protector_datum(self.cert, vmk, nonce, guid=self.guid,
-                                     modified_time=modified, protection=self.protection,
-                                     intermediate=self.intermediate, oaep_seed=self.oaep_seed)
-
-    def manifest(self) -> dict[str, Any]:
-        return {"type": "certificate", "guid": str(self.guid).upper(),
-                "key_id": keys.key_id(self.guid), "protection": int(self.protection),
-                "thumbprint": thumbprint(self.cert),
-                "subject": self.cert.subject.rfc4514_string(),
-                "intermediate_key": self.intermediate.hex(),
-                "layout": "public key info (14) = SHA-1 thumbprint + certificate DER; "
-                          "asymmetric encrypted key (12) = RSA-OAEP-SHA1(intermediate key), "
-                          "byte-reversed; AES-CCM VMK datum under the intermediate key"}
-
-
-def _next_nonce(source: Any) -> bytes:
-    if isinstance(source, (bytes, bytearray)):
-        return bytes(source)
-    for name in ("next", "__call__", "__next__"):
-        method = getattr(source, name, None)
-        if callable(method):
-            return bytes(method())
-    raise TypeError(f"cannot draw a nonce from {source!r}")
-
-
-__all__ = ["Certificate", "CertificateProtector", "CertificateSpec", "UnsupportedCertificate",
-           "build_protector_datum", "encrypt_for_certificate", "load_certificate",
-           "oaep_sha1_encrypt", "public_key_info_body", "thumbprint", "thumbprint_from_datum",
-           "unwrap_vmk"]
+__all__ = ["Certificate", "UnsupportedCertificate", "load_certificate", "match_certificate",
+           "protector_public_key", "protector_thumbprint", "thumbprint", "unwrap_vmk"]

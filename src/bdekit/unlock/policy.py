@@ -17,7 +17,14 @@ the command line:
 * **what happened** — :meth:`UnlockPolicy.unlock` returns an :class:`UnlockOutcome`: the
   :class:`UnlockResult`, the corrected recovery password if a typo search found one (a secret:
   the caller decides where to show it), and notes for the user (which escrow entry or file
-  unlocked, and the reminder to rotate a recovery password or recovery key once used).
+  unlocked, and the reminder to rotate a recovery password or recovery key once used);
+* **nothing passes silently** — a secret the user supplied (not a keyring entry) that did not
+  open the volume gets a warning naming its kind, where it came from, why (wrong for a
+  protector, fits no protector, or not checked because another key opened the volume first)
+  and the protector that did unlock.
+
+The caller checks its outputs *before* it calls :meth:`UnlockPolicy.unlock`, so the audit
+trail's ``unlocked`` record and the rotation reminder only follow a run that will write.
 
 Progress lines (the size of a typo search) go to the ``announce`` callback as they happen.
 Every error raised names the image. The volume is anything with the members of
@@ -36,7 +43,15 @@ from bdekit.crypto import keys
 from bdekit.errors import BdeError, KeyError_, MissingKeyError, RecoveryPasswordFormatError
 from bdekit.escrow import audit
 from bdekit.escrow.keyring import Keyring
-from bdekit.escrow.secrets import AttemptHook, AttemptOutcome, Secrets, UnlockResult, UnlockVia
+from bdekit.escrow.secrets import (
+    AttemptHook,
+    AttemptOutcome,
+    KeyCandidate,
+    SecretKind,
+    Secrets,
+    UnlockResult,
+    UnlockVia,
+)
 from bdekit.format.constants import ProtectionType
 from bdekit.format.metadata import Metadata
 from bdekit.format.protector import Protector
@@ -49,7 +64,8 @@ FIX_TYPOS_HINT = ("--fix-typos tests its likely corrections; `bdekit keys check`
                   "each block")
 
 #: Sources that are the user's own typing (no "unlocked with ... from ..." note for them).
-_TYPED_SOURCES = ("command line", "--fvek", "--vmk")
+_TYPED_SOURCES = ("command line", "--fvek", "--vmk", "prompt", "standard input",
+                  "$BDEKIT_PASSWORD", "$BDEKIT_RECOVERY_PASSWORD")
 
 
 class UnlockableVolume(Protocol):
@@ -114,10 +130,17 @@ class UnlockPolicy:
         narrowed = self.narrow(secrets, protectors)
         typed_bad = self._set_aside_mistyped(narrowed)
         corrected: str | None = None
+        tried: list[tuple[KeyCandidate, Protector | None, AttemptOutcome]] = []
+
+        def hook(cand: KeyCandidate, protector: Protector | None,
+                 outcome: AttemptOutcome) -> None:
+            tried.append((cand, protector, outcome))
+            trail.attempt(cand, protector, outcome)
+
         try:
             if narrowed.empty and typed_bad and not _has_clear_key(protectors):
                 raise MissingKeyError("only mistyped recovery passwords were given")
-            result = volume.unlock(narrowed, on_attempt=trail.attempt)
+            result = volume.unlock(narrowed, on_attempt=hook)
         except RecoveryPasswordFormatError as exc:
             raise exc.with_hint(FIX_TYPOS_HINT) from None
         except KeyError_ as first_error:
@@ -129,7 +152,35 @@ class UnlockPolicy:
             result, corrected = found.result, found.password
         if result.via in (UnlockVia.FVEK, UnlockVia.VMK, UnlockVia.CLEAR_KEY):
             trail.used(result.via, result.source, AttemptOutcome.UNLOCKED, result.protector)
-        return UnlockOutcome(result, corrected, unlock_notes(result))
+        notes = unlock_notes(result)
+        if corrected is None:
+            notes += self._unused(narrowed, protectors, tried, result)
+        return UnlockOutcome(result, corrected, notes)
+
+    def _unused(self, secrets: Secrets, protectors: Sequence[Protector],
+                tried: Sequence[tuple[KeyCandidate, Protector | None, AttemptOutcome]],
+                result: UnlockResult) -> list[str]:
+        """A warning for each secret the user supplied that did not open the volume."""
+        escrowed = {c.source for c in self.keyring.candidates()} if self.keyring else set()
+        opened = _opened_by(result)
+        out: list[str] = []
+        for cand in secrets.all_candidates():
+            if cand.source in escrowed or _part_of_tpm_unlock(cand, result):
+                continue
+            outcomes = [(p, o) for c, p, o in tried if c is cand or _same_candidate(c, cand)]
+            if any(o == AttemptOutcome.UNLOCKED for _p, o in outcomes):
+                continue
+            what = f"the {cand.kind} from {cand.source}"
+            wrong = [p for p, o in outcomes if o == AttemptOutcome.WRONG_KEY and p is not None]
+            if wrong:
+                why = "is wrong: " + ", ".join(f"protector {{{_guid(p)}}} rejects it"
+                                               for p in wrong)
+            elif not any(cand.match(p) is not None for p in protectors):
+                why = "fits no protector of this volume"
+            else:
+                why = "was not checked"
+            out.append(f"bdekit: warning: {what} {why}; the volume was unlocked {opened}")
+        return out
 
     def narrow(self, secrets: Secrets, protectors: Sequence[Protector]) -> Secrets:
         """A copy of ``secrets`` whose keyring keys are only those matching ``protectors``.
@@ -198,6 +249,28 @@ def unlock_notes(result: UnlockResult) -> list[str]:
     if reminder:
         out.append(reminder)
     return out
+
+
+def _guid(protector: Protector) -> str:
+    return str(protector.guid).upper()
+
+
+def _opened_by(result: UnlockResult) -> str:
+    if result.via == UnlockVia.CLEAR_KEY and result.protector is not None:
+        return f"with the clear key of protector {{{_guid(result.protector)}}}"
+    if result.protector is not None:
+        return f"with {result.via} via protector {{{_guid(result.protector)}}}"
+    return f"with {result.via or 'no key'} ({result.source or 'no protector'})"
+
+
+def _part_of_tpm_unlock(cand: KeyCandidate, result: UnlockResult) -> bool:
+    """A startup key that a TPM+startup key protector used with the TPM's secret."""
+    return (result.via == UnlockVia.TPM and cand.kind == SecretKind.BEK
+            and result.protector is not None and cand.guid == result.protector.guid)
+
+
+def _same_candidate(a: KeyCandidate, b: KeyCandidate) -> bool:
+    return a.kind == b.kind and a.source == b.source and a.value is b.value
 
 
 def _has_clear_key(protectors: Sequence[Protector]) -> bool:

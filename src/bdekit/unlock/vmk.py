@@ -46,8 +46,12 @@ log = logging.getLogger(__name__)
 
 
 def unwrap_key(datum: Datum, key: bytes) -> Datum:
-    """AES-CCM-decrypt ``datum`` with ``key``; the plaintext is a key datum."""
+    """AES-CCM-decrypt ``datum`` with ``key``; the plaintext is a key datum. A datum that is
+    not an AES-CCM datum (damage can change its type) is a :class:`FormatError`."""
     body = datum.body
+    if datum.type != DatumType.AES_CCM_ENCRYPTED_KEY or body is None or "nonce" not in body:
+        raise FormatError(f"expected an AES-CCM encrypted key datum, found {datum.type_name}",
+                          offset=datum.offset)
     plain = keys.aes_ccm_decrypt(key, bytes(body.nonce), bytes(body.mac), bytes(body.data))
     # the plaintext is a datum (usually a key datum); parse leniently
     try:
@@ -139,7 +143,7 @@ def protector_key(protector: Protector, cand: KeyCandidate) -> bytes | None:
         if cand.kind == SecretKind.RECOVERY_PASSWORD:
             return keys.recovery_password_key(cand.value, salt)
         return keys.password_key(cand.value, salt)
-    if cand.kind == SecretKind.BEK:
+    if cand.kind in (SecretKind.BEK, SecretKind.AUTO_UNLOCK):
         return bytes(cand.value.key)
     return None
 

@@ -2,13 +2,18 @@
 
 :class:`BdeVolume` is thin. Opening reads the metadata copies (:mod:`bdekit.format.metadata`);
 :meth:`BdeVolume.unlock` finds the FVEK (:mod:`bdekit.unlock`), makes the sector cipher, checks
-each copy's SHA-256 integrity, reads the used-space-only bitmaps and finds the volume size —
-from the decrypted boot sector (``size_source`` "boot sector"), else the image. Then the read
-planner (:mod:`bdekit.volume.planner`, pure functions) maps the volume once, and every read is
-its planned runs: zero-filled, copied, or read and decrypted in place over whole runs
-(:mod:`bdekit.crypto.ciphers`), straight into the caller's buffer. A read that is not sector
-aligned goes through one bounce buffer. :meth:`BdeVolume.open` gives the file object
-(:mod:`bdekit.volume.stream`); :func:`open_volume` does all of it from a path.
+each copy's SHA-256 integrity, reads the used-space-only bitmaps (verified,
+:mod:`bdekit.format.eow`; spans nothing proves are decided by content,
+:mod:`bdekit.volume.guess`, and listed in :attr:`BdeVolume.guessed`) and verifies the boot
+sector and the volume size (:mod:`bdekit.volume.bootcheck`: ``boot_sector_verified``,
+``size_source``; what was decided in ``notes`` / ``repairs``, the sectors it could not verify
+in ``guessed``). A volume whose boot sector cannot be verified still opens (its first sectors
+read as zeros), with a warning. Then the read planner (:mod:`bdekit.volume.planner`, pure
+functions) maps the volume once, and every read is its planned runs: zero-filled, copied, or
+read and decrypted in place over whole runs (:mod:`bdekit.crypto.ciphers`), straight into the
+caller's buffer. A read that is not sector aligned goes through one bounce buffer.
+:meth:`BdeVolume.open` gives the file object (:mod:`bdekit.volume.stream`); :func:`open_volume`
+does all of it from a path.
 """
 
 from __future__ import annotations
@@ -19,31 +24,33 @@ import os
 from typing import Any
 
 from bdekit.crypto import ciphers
-from bdekit.errors import BdeError, FormatError, WrongKeyError
+from bdekit.errors import BdeError, WrongKeyError
 from bdekit.escrow.secrets import AttemptHook, Secrets, UnlockResult
-from bdekit.format.bek import read_bek
-from bdekit.format.bootsector import parse_boot_sector
 from bdekit.format.constants import EncryptionMethod, VolumeState
 from bdekit.format.copies import read_metadata
-from bdekit.format.eow import EowLayout, read_eow
+from bdekit.format.eow import EowLayout, probe_eow_offsets, read_eow
 from bdekit.format.filetime import filetime_to_datetime
 from bdekit.format.layout import round_up
 from bdekit.format.metadata import CopyIntegrity, Metadata
 from bdekit.format.protector import Protector, protectors_of
+from bdekit.image.bounded import read_bek
 from bdekit.image.imagesource import ImageSource, SliceSource
-from bdekit.image.locate import volume_source
+from bdekit.image.locate import partition_size, volume_source
+from bdekit.image.ranges import Damage
 from bdekit.unlock.attempt import unlock
 from bdekit.unlock.integrity import settle
+from bdekit.volume.bootcheck import BootInputs, BootPlan, check_boot
+from bdekit.volume.guess import decide_sectors, guessed_damage
 from bdekit.volume.planner import (
     Run,
     RunKind,
     SegmentMap,
     build_map,
-    chunk_encrypted,
     merge_runs,
     reserved_regions,
     volume_layout,
 )
+from bdekit.volume.probe import detect_sector_size
 from bdekit.volume.stream import DecryptedStream
 
 log = logging.getLogger(__name__)
@@ -52,10 +59,10 @@ log = logging.getLogger(__name__)
 class SizeSource(enum.StrEnum):
     """Where the size of the decrypted volume came from."""
 
-    BOOT_SECTOR = "boot sector"  # the decrypted boot sector (NTFS, FAT or exFAT)
+    BOOT_SECTOR = "boot sector"  # the decrypted boot sector (NTFS, FAT, exFAT or ReFS)
     IMAGE = "image"  # the image (no readable boot sector)
-    BACKUP_BOOT_SECTOR = "backup boot sector"  # repair: the NTFS backup boot sector
-    STATE_OFFSET = "state offset"  # repair: the conversion boundary of a partly encrypted one
+    BACKUP_BOOT_SECTOR = "backup boot sector"  # the file system's backup boot sector
+    STATE_OFFSET = "state offset"  # the encrypted size the metadata records
 
 
 class BdeVolume:
@@ -82,6 +89,15 @@ class BdeVolume:
         # repair hook (bdekit.repair): (volume size, where it came from) when the boot sector
         # that normally gives it is damaged; None = from the boot sector / the image.
         self.size_override: tuple[int, SizeSource] | None = None
+        #: whether sector 0 is a valid boot sector (None until unlocked); False: it reads as
+        #: zeros and ``guessed`` lists it
+        self.boot_sector_verified: bool | None = None
+        self.boot: BootPlan | None = None
+        #: volume ranges whose plaintext is not proven (decided by content, or unverified)
+        self.guessed: list[Damage] = []
+        #: what opening decided, for the report
+        self.notes: list[str] = []
+        self.repairs: list[str] = []
 
     # -- raw access -----------------------------------------------------------------------
     def _read(self, offset: int, length: int) -> bytes:
@@ -107,11 +123,13 @@ class BdeVolume:
         if self.metadata.state == VolumeState.DECRYPTED and method == EncryptionMethod.NONE:
             self.cipher = None
         else:
+            self.verify_integrity()
+            self._confirm_sector_size(method, result.fvek)
             self.cipher = ciphers.make_cipher(method, result.fvek, self.sector_size)
         self.verify_integrity()
         self.eow = self._load_eow()
         self._build_map()
-        if (result.via == "fvek" and self.size_source == SizeSource.IMAGE
+        if (result.via == "fvek" and not self.boot_sector_verified
                 and self.size_override is None and self.metadata.version >= 2):
             # nothing authenticates a raw FVEK: a boot sector that does not decrypt is the
             # only sign of a wrong one (or of a damaged relocated header: use repair then)
@@ -121,6 +139,25 @@ class BdeVolume:
                                 "wrong FVEK (or a damaged relocated header; try "
                                 "'bdekit repair')", path=self.path)
 
+    def _confirm_sector_size(self, method: int, fvek: bytes) -> None:
+        """The header's bytes-per-sector is plaintext that nothing authenticates: keep it when
+        the relocated boot sector decrypts under it to a boot sector that says the same, or
+        when no size does; take the size that does otherwise (and say so)."""
+        virt = self.metadata.virtualization
+        if virt is None or self.metadata.version < 2:
+            return
+        hit = detect_sector_size(self._read, method, fvek, virt[0])
+        if hit is None or hit[0] == self.sector_size:
+            return
+        log.warning("the volume header says %d-byte sectors, but the relocated boot sector "
+                    "decrypts only with %d-byte sectors: using %d (damaged header field)",
+                    self.sector_size, hit[0], hit[0])
+        self.metadata.decisions.append(
+            {"field": "bytes per sector (volume header)", "copies": {"header": self.sector_size},
+             "decided_by": f"the relocated boot sector decrypts with {hit[0]}-byte sectors"})
+        self.sector_size = hit[0]
+        self.header = self.metadata.header = self.header.with_sector_size(hit[0])
+
     def verify_integrity(self) -> None:
         """Weigh the copies with the VMK (SHA-256 integrity datums); the one that verifies
         serves (see :func:`bdekit.unlock.integrity.settle`)."""
@@ -129,7 +166,10 @@ class BdeVolume:
         settlement = settle(md, vmk)
         md.best = settlement.serving
         md.trust = str(settlement.trust)
-        md.decisions = settlement.decisions
+        # weighed more than once (before and after the sector size is confirmed): keep what
+        # an earlier weighing decided (which copy serves instead of which)
+        md.decisions = [*settlement.decisions,
+                        *(d for d in md.decisions if d not in settlement.decisions)]
         for copy in md.copies:
             if copy.integrity == CopyIntegrity.MISMATCH:
                 log.warning("metadata copy %d at offset %d fails its SHA-256 integrity check",
@@ -137,60 +177,62 @@ class BdeVolume:
 
     # -- layout -----------------------------------------------------------------------------
     def _load_eow(self) -> EowLayout | None:
-        """The used-space-only bitmaps, read once; damaged ones mean "all encrypted"."""
-        if not self.header.eow_offsets:
+        """The used-space-only bitmaps, read and verified once (:func:`read_eow`: spans that
+        nothing proves are decided by content). A header whose GUID record lost its EOW GUID
+        is still searched for EOW offsets after its metadata offsets."""
+        offsets = self.header.eow_offsets or probe_eow_offsets(self._read, self.header.raw,
+                                                               self.header.guid_record_offset)
+        if not offsets:
             return None
-        try:
-            return read_eow(self._read, self.header.eow_offsets, self.sector_size, self.path)
-        except FormatError as exc:
-            log.warning("used-space-only bitmaps unusable (%s): treating every chunk as "
-                        "encrypted", exc.one_line())
-            return None
+        return read_eow(self._read, offsets, self.sector_size, self.path)
 
     def _build_map(self) -> None:
-        self.volume_size, self.size_source = self._volume_size()
+        boot = self.boot = self._check_boot()
+        if boot.sector_size and boot.sector_size != self.sector_size:
+            self._adopt_sector_size(boot.sector_size)
+        self.volume_size, self.size_source = boot.size, SizeSource(boot.size_source)
+        self.boot_sector_verified = boot.verified
         layout = volume_layout(self.metadata, volume_size=self.volume_size,
                                image_size=self.image_size, encrypted=self.cipher is not None,
-                               eow=self.eow)
+                               eow=self.eow, sector_size=self.sector_size,
+                               relocated_state=boot.relocated_state, boot=tuple(boot.paints))
         self.map = build_map(layout)
+        runs = self.plan(0, self.volume_size)
+        self.guessed = [*guessed_damage(runs, self.eow),
+                        *(d for d in boot.damage if d.offset < self.volume_size)]
+        eow_notes = self.eow.notes if self.eow is not None else []
+        self.notes = [*eow_notes, *boot.notes]
+        self.repairs = list(boot.repairs)
+        if not boot.verified:
+            log.warning("the boot sector of the volume cannot be verified: the first sectors "
+                        "read as zeros")
+
+    def _check_boot(self) -> BootPlan:
+        override = self.size_override
+        return check_boot(BootInputs(
+            read=self._read, image_size=self.image_size, sector_size=self.sector_size,
+            metadata=self.metadata, cipher=self.cipher, eow=self.eow,
+            partition_size=partition_size(self.source),
+            size_override=(override[0], str(override[1])) if override else None,
+            cipher_for=self._cipher_for))
+
+    def _cipher_for(self, sector_size: int) -> ciphers.SectorCipher | None:
+        if self.cipher is None or self.unlocked is None:
+            return None
+        return ciphers.make_cipher(self.unlocked.method, self.unlocked.fvek, sector_size)
+
+    def _adopt_sector_size(self, sector_size: int) -> None:
+        """The boot sector check proved another sector size than the header's."""
+        self.metadata.decisions.append(
+            {"field": "bytes per sector (volume header)", "copies": {"header": self.sector_size},
+             "decided_by": f"the backup boot sector decrypts with {sector_size}-byte sectors"})
+        self.sector_size = sector_size
+        self.header = self.metadata.header = self.header.with_sector_size(sector_size)
+        self.cipher = self._cipher_for(sector_size)
 
     def reserved_regions(self) -> list[tuple[int, int]]:
         """The (offset, length) regions of the volume that read as zeros."""
         return reserved_regions(self.metadata, self.eow)
-
-    def _volume_size(self) -> tuple[int, SizeSource]:
-        if self.size_override is not None:  # repair hook
-            return self.size_override
-        md = self.metadata
-        ss = self.sector_size
-        try:
-            if md.version == 1:
-                first = bytearray(self._read(0, ss))
-                first[3:11] = b"NTFS    "
-                info = parse_boot_sector(first)
-            else:
-                virt = md.virtualization
-                if virt is None:
-                    return self.image_size, SizeSource.IMAGE
-                raw = self._read(virt[0], ss)
-                if len(raw) < ss:
-                    return self.image_size, SizeSource.IMAGE
-                buf = bytearray(ss)
-                if self.cipher is not None and self._relocated_encrypted(virt[0]):
-                    self.cipher.decrypt(raw, buf, virt[0])
-                else:
-                    buf[:] = raw
-                info = parse_boot_sector(buf)
-        except BdeError:
-            info = None
-        if info is not None:
-            return info.volume_size, SizeSource.BOOT_SECTOR
-        return self.image_size, SizeSource.IMAGE
-
-    def _relocated_encrypted(self, offset: int) -> bool:
-        if self.metadata.state == VolumeState.DECRYPTED:
-            return False
-        return chunk_encrypted(self.eow, offset)
 
     # -- reading ----------------------------------------------------------------------------
     def plan(self, offset: int, length: int) -> list[Run]:
@@ -228,7 +270,9 @@ class BdeVolume:
             n = self._fill(run.source, dst)
             if n < len(dst):
                 dst[n:] = b"\0" * (len(dst) - n)
-            if kind == RunKind.VISTA_HEADER:
+            if kind == RunKind.GUESSED:
+                decide_sectors(dst, run.source, self.cipher, self.sector_size, run.encrypted)
+            elif kind == RunKind.VISTA_HEADER:
                 dst[3:11] = b"NTFS    "
                 dst[0x38:0x40] = int(self.metadata.block_header.virtualized_offset).to_bytes(
                     8, "little")
@@ -267,6 +311,7 @@ class BdeVolume:
             "metadata_copies": [c.describe() for c in md.copies],
             "relocated_header": list(md.virtualization) if md.virtualization else None,
             "used_space_only": bool(self.header.eow_offsets),
+            "boot_sector_verified": self.boot_sector_verified,
             "protectors": [p.describe() for p in self.protectors],
         }
         return out

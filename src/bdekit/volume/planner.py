@@ -16,6 +16,16 @@ The decrypted volume differs from the bytes on disk in a few places. Every read 
   above it plaintext; on used-space-only (EOW) volumes, per chunk by the current bitmap record
   (one bit per chunk, LSB first, set = encrypted).
 * ``MISSING`` — ranges whose bytes lie beyond the end of the image (truncated capture).
+* ``GUESSED`` — used-space-only spans whose encryption state nothing proves (a damaged or
+  missing bitmap, :attr:`~bdekit.format.eow.EowLayout.doubts`): each sector is read raw and
+  decrypted and the plausibility test (:mod:`bdekit.crypto.plausibility`) decides; the
+  segment's ``encrypted`` flag is the fallback for sectors it cannot decide.
+
+Sector 0 may be served from elsewhere when the boot sector check
+(:mod:`bdekit.volume.bootcheck`) finds the planned one invalid: ``VolumeLayout.boot`` names
+the runs that replace the first sectors (a file system backup for sector 0, zeros for what is
+lost), and ``VolumeLayout.relocated_state`` the encryption state sector 0 proved for the
+relocated header block.
 
 Everything here is a pure function of the metadata, the EOW bitmaps and three sizes
 (:class:`VolumeLayout`): :func:`build_map` paints a :class:`SegmentMap` (sorted, non-overlapping
@@ -54,6 +64,7 @@ class RunKind(enum.Enum):
     VISTA_HEADER = "vista-header"
     ZERO = "zero"
     MISSING = "missing"
+    GUESSED = "guessed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +189,10 @@ class VolumeLayout:
     reserved: list[tuple[int, int]]  # (offset, length) regions that read as zeros
     relocated: tuple[int, int] | None  # (offset, length) of the relocated header sectors, v2
     eow: EowLayout | None = None  # used-space-only bitmaps (decide the state per chunk)
+    #: the state the relocated boot sector proved for the relocated block (None: the bitmap's)
+    relocated_state: bool | None = None
+    #: (start, end, kind, delta, encrypted) runs replacing the planned first sectors
+    boot: tuple[tuple[int, int, RunKind, int, bool], ...] = ()
 
 
 def reserved_regions(md: Metadata, eow: EowLayout | None) -> list[tuple[int, int]]:
@@ -209,15 +224,18 @@ def relocated_block(md: Metadata) -> tuple[int, int] | None:
 
 
 def volume_layout(md: Metadata, *, volume_size: int, image_size: int, encrypted: bool,
-                  eow: EowLayout | None) -> VolumeLayout:
+                  eow: EowLayout | None, sector_size: int | None = None,
+                  relocated_state: bool | None = None,
+                  boot: tuple[tuple[int, int, RunKind, int, bool], ...] = ()) -> VolumeLayout:
     """The :class:`VolumeLayout` of an opened volume (``encrypted``: it has a cipher and is
     not in the decrypted state)."""
     return VolumeLayout(
         volume_size=volume_size, image_size=image_size,
-        sector_size=md.header.bytes_per_sector, version=md.version,
+        sector_size=sector_size or md.header.bytes_per_sector, version=md.version,
         encrypted=encrypted and md.state != VolumeState.DECRYPTED,
         state_offset=int(md.block_header.state_offset),
-        reserved=reserved_regions(md, eow), relocated=relocated_block(md), eow=eow)
+        reserved=reserved_regions(md, eow), relocated=relocated_block(md), eow=eow,
+        relocated_state=relocated_state, boot=boot)
 
 
 def eow_plain_ranges(eow: EowLayout) -> list[tuple[int, int]]:
@@ -242,25 +260,86 @@ def chunk_encrypted(eow: EowLayout | None, offset: int) -> bool:
     return True
 
 
-def relocated_runs(eow: EowLayout | None, start: int, length: int,
-                   encrypted: bool) -> list[tuple[int, int, bool]]:
-    """(start, end, encrypted) pieces of ``[start, start + length)`` — the relocated header
-    sectors keep the encryption state of where they lie.  Within a used-space-only region only
-    the part its bitmap covers is listed."""
+def in_doubt(eow: EowLayout | None, offset: int) -> bool:
+    """Whether the encryption state at ``offset`` is a guess (see ``EowLayout.doubts``)."""
+    return eow is not None and any(a <= offset < b for a, b, _why in eow.doubts)
+
+
+def state_runs(eow: EowLayout | None, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """``[start, end)`` cut into (start, end, encrypted) pieces by the bitmaps: encrypted
+    outside every region, by the region's bitmap inside (plaintext past its bits)."""
+    if eow is None or not eow.regions:
+        return [(start, end, True)] if start < end else []
+    out: list[tuple[int, int, bool]] = []
+    pos = start
+    for region_off, region_size, bitmap, bits in sorted(eow.regions):
+        lo, hi = max(pos, region_off), min(end, region_off + region_size)
+        if lo >= hi:
+            continue
+        if pos < lo:
+            out.append((pos, lo, True))
+        for a, b, enc in bitmap_runs(bitmap, bits, eow.chunk_size):
+            a2, b2 = max(a + region_off, lo), min(b + region_off, hi)
+            if a2 < b2:
+                out.append((a2, b2, enc))
+        covered = region_off + min(region_size, bits * eow.chunk_size)
+        if covered < hi:  # past the bits of the bitmap: not encrypted
+            out.append((max(covered, lo), hi, False))
+        pos = hi
+    if pos < end:
+        out.append((pos, end, True))
+    return out
+
+
+def doubt_runs(eow: EowLayout, start: int, end: int) -> list[tuple[int, int, bool]]:
+    """The (start, end, fallback encrypted) pieces of ``[start, end)`` in doubt."""
+    out: list[tuple[int, int, bool]] = []
+    for a, b, _why in eow.doubts:
+        lo, hi = max(a, start), min(b, end)
+        if lo < hi:
+            out += state_runs(eow, lo, hi)
+    return out
+
+
+def relocated_runs(eow: EowLayout | None, start: int, length: int, encrypted: bool,
+                   state: bool | None = None) -> list[tuple[int, int, bool, bool]]:
+    """(start, end, encrypted, guessed) pieces of ``[start, start + length)`` — the relocated
+    header sectors keep the encryption state of where they lie (``state``: the state their
+    boot sector proved, which wins). Within a used-space-only region only the part its bitmap
+    covers is listed; parts in doubt are marked guessed."""
     end = start + length
     if not encrypted:
-        return [(start, end, False)]
-    if eow is not None:
-        for region_off, region_size, bitmap, bits in eow.regions:
-            if region_off <= start < region_off + region_size:
-                out = []
-                for a, b, enc in bitmap_runs(bitmap, bits, eow.chunk_size):
-                    lo = max(a + region_off, start)
-                    hi = min(b + region_off, region_off + region_size, end)
-                    if lo < hi:
-                        out.append((lo, hi, enc))
-                return out
-    return [(start, end, True)]
+        return [(start, end, False, False)]
+    if state is not None:
+        return [(start, end, state, False)]
+    if eow is None:
+        return [(start, end, True, False)]
+    out = []
+    for region_off, region_size, bitmap, bits in eow.regions:
+        if region_off <= start < region_off + region_size:
+            for a, b, enc in bitmap_runs(bitmap, bits, eow.chunk_size):
+                lo = max(a + region_off, start)
+                hi = min(b + region_off, region_off + region_size, end)
+                if lo < hi:
+                    out.append((lo, hi, enc, False))
+            break
+    else:
+        out = [(start, end, True, False)]
+    doubts = doubt_runs(eow, start, end)
+    if not doubts:
+        return out
+    merged: list[tuple[int, int, bool, bool]] = []
+    for lo, hi, enc, _g in out:
+        cut = [(a, b, e) for a, b, e in doubts if a < hi and b > lo]
+        pos = lo
+        for a, b, e in cut:
+            if pos < max(a, lo):
+                merged.append((pos, max(a, lo), enc, False))
+            merged.append((max(a, lo), min(b, hi), e, True))
+            pos = min(b, hi)
+        if pos < hi:
+            merged.append((pos, hi, enc, False))
+    return merged
 
 
 def paint_missing(smap: SegmentMap, image_size: int) -> None:
@@ -278,8 +357,8 @@ def paint_missing(smap: SegmentMap, image_size: int) -> None:
 
 
 def build_map(layout: VolumeLayout) -> SegmentMap:
-    """The segment map of a volume, painted in layers: encryption state, zero regions,
-    header, then the missing tail."""
+    """The segment map of a volume, painted in layers: encryption state (and the spans in
+    doubt), zero regions, header, sector 0's replacement, then the missing tail."""
     size = layout.volume_size
     smap = SegmentMap(size, RunKind.ENCRYPTED if layout.encrypted else RunKind.PLAIN,
                       layout.encrypted)
@@ -287,6 +366,8 @@ def build_map(layout: VolumeLayout) -> SegmentMap:
         # built in one pass: a bitmap may hold tens of thousands of runs, too many to paint
         # one by one
         smap = SegmentMap.from_plain_ranges(size, eow_plain_ranges(layout.eow))
+        for a, b, enc in doubt_runs(layout.eow, 0, size):
+            smap.paint(a, b, RunKind.GUESSED, 0, enc)
     elif layout.encrypted and 0 < layout.state_offset < size:
         smap.paint(layout.state_offset, size, RunKind.PLAIN, 0, False)
     for start, length in layout.reserved:
@@ -296,8 +377,12 @@ def build_map(layout: VolumeLayout) -> SegmentMap:
         smap.paint(layout.sector_size, VISTA_PLAIN_HEADER, RunKind.PLAIN, 0, False)
     elif layout.relocated is not None:
         voff, vlen = layout.relocated
-        for a, b, enc in relocated_runs(layout.eow, voff, vlen, layout.encrypted):
-            smap.paint(a - voff, b - voff, RunKind.RELOCATED, voff, enc)
+        for a, b, enc, guessed in relocated_runs(layout.eow, voff, vlen, layout.encrypted,
+                                                 layout.relocated_state):
+            smap.paint(a - voff, b - voff, RunKind.GUESSED if guessed else RunKind.RELOCATED,
+                       voff, enc)
+    for start, end, kind, delta, enc in layout.boot:
+        smap.paint(start, end, kind, delta, enc)
     # beyond the image: a truncated capture, or a relocated block that damaged metadata
     # places past the end (its reads would otherwise come back short, as silent zeros)
     paint_missing(smap, layout.image_size)

@@ -2,12 +2,20 @@
 
 The stream holds no cipher or plan of its own: every read goes to ``read_into`` of the volume
 (:class:`bdekit.volume.bde.BdeVolume`), which plans it as runs.
+
+It behaves as ``io.RawIOBase`` and ``io.FileIO`` specify: ``read(None)`` and ``read(-1)`` read
+to the end; ``seek`` takes integers only (``TypeError`` otherwise) and a position before the
+start is ``OSError(EINVAL)``, as ``lseek`` reports it; seeking past the end is allowed (reads
+there return ``b""``). ``pread`` with a negative offset is ``OSError(EINVAL)`` like
+``os.pread``.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import operator
 import os
 import threading
 from typing import TYPE_CHECKING, Protocol
@@ -57,6 +65,10 @@ class DecryptedStream(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        offset = operator.index(offset)
+        whence = operator.index(whence)
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
         with self._lock:
             if whence == os.SEEK_SET:
                 pos = offset
@@ -67,9 +79,13 @@ class DecryptedStream(io.RawIOBase):
             else:
                 raise ValueError(f"invalid whence {whence}")
             if pos < 0:
-                raise ValueError("negative seek position")
+                raise OSError(errno.EINVAL, f"negative seek position {pos}")
             self._pos = pos
             return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes; ``None`` or a negative size reads to the end."""
+        return super().read(-1 if size is None else operator.index(size))
 
     def readinto(self, b: WriteableBuffer) -> int:
         if self.closed:
@@ -84,6 +100,11 @@ class DecryptedStream(io.RawIOBase):
         return self.volume.read_into(pos, mv[:n])
 
     def pread(self, length: int, offset: int) -> bytes:
+        length, offset = operator.index(length), operator.index(offset)
+        if offset < 0:
+            raise OSError(errno.EINVAL, f"negative offset {offset}")
+        if length < 0:
+            raise ValueError(f"negative length {length}")
         buf = bytearray(max(0, min(length, self.size - offset)))
         self.volume.read_into(offset, buf)
         return bytes(buf)

@@ -17,7 +17,6 @@ import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
@@ -45,8 +44,9 @@ from bdekit.crypto.keys import (
 )
 from bdekit.errors import RecoveryPasswordFormatError, UsageError, WrongKeyError
 from bdekit.format.constants import STRETCH_ROUNDS
+from tests.conftest import REAL_DIR
 
-REAL_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "real-images"
+REAL_IMAGES = REAL_DIR
 
 WIN10_RECOVERY = "284867-596541-514998-422114-660297-261613-215424-199408"
 VISTA_RECOVERY = "517506-503998-044583-576191-587004-635965-501270-087802"

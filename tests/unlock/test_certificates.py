@@ -1,8 +1,12 @@
-"""Certificate (DRA) protectors: load .pfx / PEM, show thumbprints, unlock, refuse wrong ones.
+"""Certificate (smart card / DRA) protectors: load .pfx / PEM, show thumbprints, unlock, refuse
+wrong ones.
 
-The volumes are synthetic (no real Windows sample of a certificate protector is available):
-``bdekit.synth`` writes the layout documented in ``bdekit.certificates``; the decoder is also
-checked against the other plausible layouts it accepts.
+The real Windows 10 smart-card volume (``../shared/real-images/smart_card.img.gz``; its
+certificate's private key is not public) gives the layout: its protector is read (thumbprint from
+the README, key size, public key parsed here independently of bdekit), the volume is opened with
+its recovery password, and the synthetic layout (``bdekit.synth.certificate``) is compared with
+it field by field. Synthetic volumes then test unlocking end to end; the decoder is also checked
+against the other plausible RSA paddings / byte orders / plaintext forms it accepts.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from bdekit.format import structs
 from bdekit.format.constants import DatumRole, DatumType
 from bdekit.format.metadata import MetadataCopy, parse_datum
 from bdekit.format.protector import Protector
+from bdekit.synth.certificate import pkcs1v15_encrypt
 from bdekit.unlock import certificates
 from tests.conftest import run_cli as run
 
@@ -93,7 +98,7 @@ def write_pfx(path: Path, key: rsa.RSAPrivateKey, cert: x509.Certificate,
 
 
 def thumb(cert: x509.Certificate) -> str:
-    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
+    return hashlib.sha1(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +106,7 @@ def volume(tmp_path_factory: pytest.TempPathFactory, dra) -> tuple[Path, Any]:  
     out = tmp_path_factory.mktemp("cert") / "dra.img"
     manifest = synth.build(out, size="8M", seed="dra",
                            protectors=[synth.PasswordSpec("user pw"),
-                                       certificates.CertificateSpec(dra[1])])
+                                       synth.CertificateSpec(dra[1])])
     return out, manifest
 
 
@@ -225,7 +230,7 @@ def test_synthetic_certificate_volume_is_deterministic(dra, tmp_path: Path) -> N
     images = []
     for name in ("a.img", "b.img"):
         synth.build(tmp_path / name, size="4M", seed=7,
-                    protectors=[certificates.CertificateSpec(dra[1])])
+                    protectors=[synth.CertificateSpec(dra[1])])
         images.append((tmp_path / name).read_bytes())
     assert images[0] == images[1]
 
@@ -251,13 +256,14 @@ def test_load_certificate_formats(dra, tmp_path: Path) -> None:  # type: ignore[
         certificates.load_certificate(both)
 
 
-def test_oaep_encoder_matches_the_standard(dra) -> None:  # type: ignore[no-untyped-def]
+def test_pkcs1v15_encoder_matches_the_standard(dra) -> None:  # type: ignore[no-untyped-def]
     key, cert = dra
     secret = bytes(range(32))
-    ct = certificates.oaep_sha1_encrypt(cert.public_key(), secret, b"s" * 20)
-    oaep = padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
-    assert key.decrypt(ct, oaep) == secret
-    assert certificates.oaep_sha1_encrypt(cert.public_key(), secret, b"s" * 20) == ct
+    ct = pkcs1v15_encrypt(cert.public_key(), secret, b"s" * 20)
+    assert len(ct) == 256
+    assert key.decrypt(ct, padding.PKCS1v15()) == secret  # OpenSSL decrypts it (big-endian)
+    assert pkcs1v15_encrypt(cert.public_key(), secret, b"s" * 20) == ct
+    assert pkcs1v15_encrypt(cert.public_key(), secret, b"t" * 20) != ct
 
 
 VMK = bytes(range(100, 132))
@@ -304,6 +310,11 @@ def raw(type_: int, data: bytes) -> Container:
     return Container(role=0, type=type_, version=1, body=Container(data=data))
 
 
+def oaep1(cert: x509.Certificate, data: bytes) -> bytes:
+    return cert.public_key().encrypt(  # type: ignore[union-attr]
+        data, padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None))
+
+
 def pkcs1(cert: x509.Certificate, data: bytes) -> bytes:
     return cert.public_key().encrypt(data, padding.PKCS1v15())  # type: ignore[union-attr]
 
@@ -328,8 +339,8 @@ def test_decoder_finds_other_plausible_layouts(layout: str, dra, other) -> None:
         body = (256).to_bytes(4, "little") + b"\x01\x00\x00\x00" + oaep256(cert, secret)
         info = bytes.fromhex(thumb(cert))  # thumbprint only
     elif layout == "oaep1-le-vmk-direct":
-        body = certificates.encrypt_for_certificate(cert, secret)
-        info = thumb(cert).encode("utf-16-le") + b"\0\0"  # thumbprint as text
+        body = oaep1(cert, secret)[::-1]
+        info = thumb(cert).upper().encode("utf-16-le") + b"\0\0"  # thumbprint as text
     else:
         body = pkcs1(cert, datum_plain)[::-1]
         info = b"\x01\x00\x00\x00" + der
@@ -350,8 +361,7 @@ def test_unknown_thumbprint_layout_still_tries_the_key(dra, other) -> None:  # t
     key, cert = dra
     inter = bytes(32)
     prot = protector([raw(DatumType.PUBLIC_KEY_INFO, b"\x00" * 7),
-                      raw(DatumType.ASYMMETRIC_ENCRYPTED_KEY,
-                          certificates.encrypt_for_certificate(cert, inter)),
+                      raw(DatumType.ASYMMETRIC_ENCRYPTED_KEY, oaep1(cert, inter)[::-1]),
                       ccm(inter, key_datum(VMK))])
     assert prot.thumbprint is None
     assert certificates.unwrap_vmk(prot, certificates.Certificate(cert, key)) == VMK

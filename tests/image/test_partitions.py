@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import shutil
 import subprocess
 import uuid
@@ -464,9 +463,8 @@ def test_find_partition() -> None:
 # --------------------------------------------------------------------------------------------
 # real BitLocker volume boot records (../shared/real-images; skipped when absent)
 # --------------------------------------------------------------------------------------------
-REAL_DIR = Path(os.environ.get("BDEKIT_REAL_IMAGES",
-                               Path(__file__).resolve().parent.parent.parent / "shared"
-                               / "real-images"))
+from tests.conftest import REAL_DIR  # noqa: E402
+
 REAL_NAMES = sorted(p.name.removesuffix(".bin.gz") for p in REAL_DIR.glob("*.bin.gz")) \
     if REAL_DIR.is_dir() else []
 

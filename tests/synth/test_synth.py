@@ -31,12 +31,12 @@ from bdekit.crypto import ciphers, keys
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.escrow.secrets import Secrets
 from bdekit.format import structs
-from bdekit.format.bek import read_bek
 from bdekit.format.constants import METHOD_LABELS, DatumType, EncryptionMethod
 from bdekit.format.copies import read_metadata
+from bdekit.image.bounded import read_bek
 from bdekit.unlock import certificates
 from bdekit.volume.bde import open_bde, open_volume
-from tests.conftest import REAL_DIR, REAL_IMAGES, real_kwargs, requires_real
+from tests.conftest import FIXTURES, REAL_DIR, REAL_IMAGES, real_kwargs, requires_real
 
 METHODS = [label for method, label in METHOD_LABELS.items() if method != EncryptionMethod.NONE]
 SECTOR_SIZES = [512, 4096]
@@ -665,7 +665,7 @@ def test_extension_point_certificate_protector(tmp_path: Path) -> None:
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256()))
-    spec = certificates.CertificateSpec(cert)
+    spec = synth.CertificateSpec(cert)
     prepared = spec.prepare(synth.SeededRandom(0, "protector:0"))
     assert isinstance(prepared, synth.SynthProtector)
     image = tmp_path / "cert.img"
@@ -682,7 +682,7 @@ def test_extension_point_certificate_protector(tmp_path: Path) -> None:
 # fixtures/ (written by tools/make_fixtures.py)
 # --------------------------------------------------------------------------------------------
 
-FIXTURES_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+FIXTURES_DIR = FIXTURES
 requires_fixtures = pytest.mark.skipif(
     not (FIXTURES_DIR / "xts128-rp.img.manifest.json").is_file(),
     reason="fixtures/ not generated (python tools/make_fixtures.py)")

@@ -1,0 +1,140 @@
+"""Issue 11 class 4 on a synthetic used-space-only volume laid out as Windows 10 lays it out
+(:mod:`tests.eow_subject`): damaged bitmaps are verified, never silently trusted; what nothing
+proves is decided by content and reported as guessed (exit 6).
+
+The expected plaintext comes from the volume's plaintext alone (the EOW structures, logs,
+metadata regions and relocated block zeroed), never from bdekit's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from bdekit.errors import EXIT_OK, EXIT_PARTIAL
+from bdekit.image.ranges import GUESSED_NO_BITMAP, GUESSED_RECORD_DAMAGED
+from bdekit.synth.eow import EowImage
+from bdekit.synth.mutate import Mutant
+from tests.conftest import run_cli
+from tests.eow_subject import CHUNK, build_eow_subject
+from tests.harness import Subject, run_mutant
+
+
+@pytest.fixture(scope="module")
+def eow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Subject, EowImage, Path]:
+    return build_eow_subject(tmp_path_factory.mktemp("eow"))
+
+
+def _run(subject: Subject, patches: list[tuple[int, bytes]], work: Path,
+         command: str = "decrypt") -> tuple[str, dict[str, object]]:
+    verdict = run_mutant(subject, Mutant("case", tuple(patches)), work, command)
+    report_path = work / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return verdict.outcome, report
+
+
+def _reasons(report: dict[str, object]) -> set[str]:
+    return {d["reason"] for d in report.get("damaged", [])}  # type: ignore[union-attr]
+
+
+def test_undamaged_volume_is_exact(eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
+    subject, _where, img = eow
+    out = tmp_path / "out.img"
+    code, _o, err = run_cli("decrypt", str(img), str(out))
+    assert code == EXIT_OK, err
+    assert out.read_bytes() == subject.reference
+
+
+@pytest.mark.parametrize("command", ["decrypt", "repair"])
+def test_damaged_newest_record_is_guessed_not_trusted(
+        eow: tuple[Subject, EowImage, Path], tmp_path: Path, command: str) -> None:
+    """The newest record's sequence number damaged (its CRC fails): the older record serves
+    for what they agree on; the two chunks where they differ are decided by content and
+    listed as guessed; their plaintext still comes out right (text encrypted, text plain)."""
+    subject, where, _img = eow
+    newest = where.bitmaps[0] + 512
+    seq = subject.image[newest + 20]
+    outcome, report = _run(subject, [(newest + 20, bytes([seq ^ 0x02]))], tmp_path, command)
+    assert outcome == "flagged"
+    assert _reasons(report) == {GUESSED_RECORD_DAMAGED}
+    differ = [(0x2000 + 4 * CHUNK, 2 * CHUNK)]
+    assert [(d["offset"], d["length"]) for d in report["damaged"]] == differ  # type: ignore
+    out = (tmp_path / "out.img").read_bytes()
+    assert out[0x2000 + 4 * CHUNK:0x2000 + 6 * CHUNK] == \
+        subject.reference[0x2000 + 4 * CHUNK:0x2000 + 6 * CHUNK]
+
+
+def test_record_size_field_is_not_every_chunk_encrypted(
+        eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
+    subject, where, _img = eow
+    pos = where.bitmaps[0] + 52
+    outcome, report = _run(subject, [(pos, bytes([subject.image[pos] ^ 0x04]))], tmp_path)
+    assert outcome == "exact"
+    assert any("fails its CRC32" in n for n in report["notes"])  # type: ignore[union-attr]
+
+
+def test_bitmap_blocks_gone_relocated_plaintext_wins(
+        eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
+    """No bitmap block left: every region is decided by content and reported; the relocated
+    boot sectors, which this volume (like Windows 10's) keeps in plaintext, are read as
+    plaintext because that is the reading that parses as a boot sector."""
+    subject, where, _img = eow
+    patches = [(at, bytes(1536)) for at in where.bitmaps]
+    outcome, report = _run(subject, patches, tmp_path)
+    assert outcome == "flagged"
+    assert _reasons(report) == {GUESSED_NO_BITMAP}
+    out = (tmp_path / "out.img").read_bytes()
+    assert out[:0x2000] == subject.reference[:0x2000]
+    guessed = [(d["offset"], d["length"]) for d in report["damaged"]]  # type: ignore
+    assert all(off >= 0x2000 for off, _n in guessed)
+
+
+def test_region_moved_with_crc_recomputed_is_caught(
+        eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
+    """A bitmap block whose region offset was changed and its CRC recomputed: the regions no
+    longer tile, so neither side is trusted: guessed, never silently shifted."""
+    subject, where, _img = eow
+    at = where.bitmaps[2]
+    block = bytearray(subject.image[at:at + 512])
+    offset = struct.unpack_from("<Q", block, 20)[0] + 0x10000
+    struct.pack_into("<Q", block, 20, offset)
+    struct.pack_into("<I", block, 56, 0)
+    struct.pack_into("<I", block, 56, zlib.crc32(bytes(block)))
+    outcome, report = _run(subject, [(at, bytes(block))], tmp_path)
+    assert outcome == "flagged"
+    assert any("does not meet" in n for n in report["notes"])  # type: ignore[union-attr]
+
+
+def test_eow_guid_damaged_is_not_vista(eow: tuple[Subject, EowImage, Path],
+                                       tmp_path: Path) -> None:
+    subject, _where, _img = eow
+    at = 160 + 3
+    outcome, _report = _run(subject, [(at, bytes([subject.image[at] ^ 0x10]))], tmp_path)
+    assert outcome == "exact"
+
+
+def test_eow_guid_gone_found_by_its_offsets(eow: tuple[Subject, EowImage, Path],
+                                            tmp_path: Path) -> None:
+    """The whole EOW GUID replaced by the Windows 7 one: the offsets after the record still
+    lead to information blocks that verify, so the bitmaps are used."""
+    from bdekit.format.constants import BITLOCKER_GUID
+
+    subject, _where, _img = eow
+    outcome, _report = _run(subject, [(160, BITLOCKER_GUID.bytes_le)], tmp_path)
+    assert outcome == "exact"
+
+
+def test_status_code_of_a_guess(eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
+    """A guess is never exit 0, even when every guessed sector came out right."""
+    subject, where, _img = eow
+    newest = where.bitmaps[0] + 512
+    img = tmp_path / "in.img"
+    data = bytearray(subject.image)
+    data[newest + 20] ^= 0x02
+    img.write_bytes(data)
+    code, _o, _e = run_cli("-q", "decrypt", str(img), str(tmp_path / "o.img"))
+    assert code == EXIT_PARTIAL
