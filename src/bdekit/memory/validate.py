@@ -1,0 +1,174 @@
+"""Checking candidate keys against the volume before anything is reported.
+
+* A VMK is right when it opens the FVEK datum (role 3): the AES-CCM MAC proves it.
+* An FVEK has no MAC. It is right when the volume's sectors decrypt to valid structure: the
+  boot sector (Windows 7+: the relocated copy, where it is encrypted) to an NTFS / FAT / exFAT
+  boot sector with its 0x55AA signature and a sane BPB, and the first MFT record the boot
+  sector names to ``FILE``. Where neither is encrypted (Vista keeps its header in plaintext;
+  used-space-only volumes may leave the relocated sectors unencrypted), sampled encrypted
+  sectors whose ciphertext is not all zero must include one that decrypts to structure (a run
+  of 16 equal bytes: random data has one with probability ~2^-110 per sector). A key that
+  passes no check on an encrypted sector is never accepted.
+
+The layout of the volume (relocation, encryption state per region) is taken from the volume
+layer by planning reads with a placeholder key; each candidate then only decrypts the few
+sectors sampled once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+from bdekit.crypto import ciphers
+from bdekit.errors import BdeError, UnsupportedError, WrongKeyError
+from bdekit.escrow.secrets import UnlockResult
+from bdekit.format.bootsector import parse_boot_sector
+from bdekit.format.constants import EncryptionMethod, VolumeState
+from bdekit.unlock.vmk import decrypt_fvek
+from bdekit.volume.bde import BdeVolume
+
+log = logging.getLogger(__name__)
+
+#: Encrypted sectors sampled when neither the boot sector nor the MFT record is encrypted.
+EXTRA_SAMPLES = 64
+_RUN16 = re.compile(rb"(.)\1{15}", re.DOTALL)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sample:
+    what: str
+    source: int  # where the ciphertext lies (the sector's IV / tweak position)
+    data: bytes
+    encrypted: bool
+
+
+def key_size(method: int) -> int:
+    """Bytes of one AES key of ``method`` (16 or 32)."""
+    return 16 if method in (0x8000, 0x8002, 0x8004) else 32
+
+
+def needs_pair(method: int) -> bool:
+    """Whether ``method`` uses a data key and a tweak key (XTS, CBC + diffuser)."""
+    return method in (0x8000, 0x8001, 0x8004, 0x8005)
+
+
+def fvek_bytes(method: int, data_key: bytes, tweak_key: bytes | None = None) -> bytes:
+    """The FVEK as its key datum holds it: CBC the key; XTS data key + tweak key; diffuser
+    two 32-byte halves (AES-128 keys in the first 16 bytes of each)."""
+    if method in (0x8000, 0x8001):
+        assert tweak_key is not None
+        return data_key.ljust(32, b"\0") + tweak_key.ljust(32, b"\0")
+    if method in (0x8004, 0x8005):
+        assert tweak_key is not None
+        return data_key + tweak_key
+    return data_key
+
+
+class Validator:
+    """Decides whether candidate keys unlock ``volume`` (a locked :class:`BdeVolume`)."""
+
+    def __init__(self, volume: BdeVolume) -> None:
+        md = volume.metadata
+        self.metadata = md
+        self.method = md.method
+        self.path = volume.path
+        if md.state == VolumeState.DECRYPTED or self.method == EncryptionMethod.NONE:
+            raise UnsupportedError("the volume is not encrypted (decrypted, metadata left "
+                                   "behind): it needs no key", path=volume.path)
+        try:
+            size = EncryptionMethod(self.method).fvek_size
+        except ValueError:
+            raise UnsupportedError(f"unknown encryption method 0x{self.method:04x}",
+                                   path=volume.path) from None
+        self.sector_size = volume.sector_size
+        self.probe = BdeVolume(volume.source, path=volume.path, metadata=md)
+        self.probe.set_key(UnlockResult(fvek=bytes(size), method=self.method, via="probe"))
+        self.boot = self._sample("boot sector", 0)
+        self.tried = 0
+        self._extra: list[_Sample] | None = None
+
+    def _sample(self, what: str, offset: int) -> _Sample | None:
+        runs = self.probe.plan(offset, self.sector_size)
+        if not runs or runs[0].length < self.sector_size:
+            return None
+        run = runs[0]
+        if run.kind.value in ("zero", "missing"):
+            return None
+        data = self.probe._read(run.source, self.sector_size)
+        if len(data) < self.sector_size:
+            return None
+        return _Sample(what, run.source, data, bool(run.encrypted))
+
+    def check_vmk(self, vmk: bytes) -> UnlockResult | None:
+        """The unlock result of a VMK that opens the FVEK datum, else None."""
+        self.tried += 1
+        try:
+            fvek, key_type = decrypt_fvek(self.metadata, vmk)
+        except WrongKeyError:
+            return None
+        except BdeError as exc:
+            log.debug("VMK candidate: %s", exc.message)
+            return None
+        return UnlockResult(fvek, key_type or self.method, vmk, via="vmk")
+
+    def check_fvek(self, fvek: bytes) -> bool:
+        """Whether ``fvek`` (key datum layout for the volume's method) decrypts the volume."""
+        self.tried += 1
+        cipher = ciphers.make_cipher(self.method, fvek, self.sector_size)
+        verified = False
+        boot = self._plain(cipher, self.boot)
+        if self.boot is not None and self.boot.encrypted:
+            if boot is None or parse_boot_sector(boot) is None:
+                return False
+            verified = True
+        mft = self._mft_sample(boot)
+        if mft is not None and mft.encrypted and any(mft.data):
+            plain = self._plain(cipher, mft)
+            if plain is None or plain[:4] != b"FILE":
+                return False
+            verified = True
+        if verified:
+            return True
+        return any(_structured(self._plain(cipher, s) or b"") for s in self._extra_samples())
+
+    def _plain(self, cipher: ciphers.SectorCipher, sample: _Sample | None) -> bytes | None:
+        if sample is None:
+            return None
+        if not sample.encrypted:
+            return sample.data
+        out = bytearray(len(sample.data))
+        cipher.decrypt(sample.data, out, sample.source)
+        return bytes(out)
+
+    def _mft_sample(self, boot: bytes | None) -> _Sample | None:
+        if boot is None:
+            return None
+        data = bytearray(boot)
+        if self.metadata.version == 1:
+            data[3:11] = b"NTFS    "
+        parsed = parse_boot_sector(bytes(data))
+        if parsed is None or parsed.fs != "ntfs":
+            return None
+        cluster = parsed.bytes_per_sector * data[13]
+        mft = int.from_bytes(data[0x30:0x38], "little") * cluster
+        return self._sample("MFT record", mft) if cluster and mft else None
+
+    def _extra_samples(self) -> list[_Sample]:
+        if self._extra is None:
+            self._extra = []
+            size = self.probe.volume_size
+            step = max(self.sector_size, size // (EXTRA_SAMPLES * 4))
+            step -= step % self.sector_size
+            for offset in range(0, size, step):
+                sample = self._sample("sector", offset)
+                if sample is not None and sample.encrypted and any(sample.data):
+                    self._extra.append(sample)
+                    if len(self._extra) >= EXTRA_SAMPLES:
+                        break
+        return self._extra
+
+
+def _structured(plain: bytes) -> bool:
+    return _RUN16.search(plain) is not None
