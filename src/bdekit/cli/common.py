@@ -28,6 +28,7 @@ from bdekit.errors import UsageError
 from bdekit.escrow.keyring import load_keyring
 from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.format.bek import read_bek
+from bdekit.memory.keyopts import load_key_options
 from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
 
@@ -69,6 +70,16 @@ def unlock_options(func: F) -> F:
         click.option("--fvek", default=None, metavar="HEX",
                      help="full volume encryption key in hex (e.g. from memory forensics)"),
         click.option("--vmk", default=None, metavar="HEX", help="volume master key in hex"),
+        click.option("--memory", "memory", multiple=True, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="memory image (raw, LiME, crash dump) to search for the volume's "
+                          "keys; each is validated against the volume (repeatable)"),
+        click.option("--fvek-file", default=None, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="FVEK file: dislocker/MemProcFS .fvek, raw bytes, FVEK[:TWEAK] hex"),
+        click.option("--vmk-file", default=None, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="VMK file: 32 raw bytes, hex, or a VMK key datum"),
         click.option("--keyring", "keyring", multiple=True, metavar="FILE|DIR",
                      type=click.Path(exists=True),
                      help="escrowed recovery keys: Windows recovery key text files, CSV "
@@ -125,6 +136,10 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     policy = UnlockPolicy(audit_log=kwargs.pop("audit_log", None),
                           fix_typos=kwargs.pop("fix_typos", None),
                           max_candidates=kwargs.pop("max_candidates", None))
+    ctx = click.get_current_context(silent=True)
+    load_key_options(secrets, kwargs, image=ctx.params.get("image") if ctx else None,
+                     audit_log=policy.audit_log, progress=sys.stderr.isatty()
+                     and not _quiet(ctx), echo=None if _quiet(ctx) else _echo_err)
     secrets.certificates += _certificates(kwargs)
     ring_paths = list(kwargs.pop("keyring", ()) or ())
     if ring_paths:
@@ -132,7 +147,6 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
         # All of them for now (so that ``secrets.empty`` is false); the policy keeps only the
         # ones that match the volume's protectors.
         secrets.candidates += policy.keyring.candidates()
-    ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[POLICY_KEY] = policy
     return secrets

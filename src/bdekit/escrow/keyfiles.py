@@ -9,6 +9,7 @@ Read (``--fvek-file``, ``--vmk-file``), recognised by content:
   keys at 0 and 0x10; XTS-256 keys at 0 and 0x20. The 34-byte variant holds, for AES-128 with
   diffuser, the data key and the tweak key at 0 and 0x10;
 * raw key bytes: 16, 32 or 64 bytes (Volatility ``--dump-dir`` files: FVEK then tweak key);
+* bdekit's own JSON key file (``keys export --format json``, ``keys from-memory --save``);
 * text: libbde's ``FVEK[:TWEAK]`` in hex (bdemount/bdeinfo ``-k``), hex on its own, or the
   labelled lines plugins print (a line naming the tweak gives the tweak key, the first other
   key the FVEK);
@@ -76,12 +77,27 @@ def read_fvek_file(path: str | os.PathLike[str]) -> KeyFile:
     if len(data) in (16, 32, 64) and not _is_text(data):
         return KeyFile(name, "raw", data)
     text = data.decode("utf-8", errors="replace")
+    doc = _json(text)
+    if doc is not None and isinstance(doc.get("fvek"), str):
+        method = doc.get("method_id")
+        return KeyFile(name, "json", bytes.fromhex(doc["fvek"]),
+                       method=method if isinstance(method, int) else None)
     key, tweak = _text_keys(text)
     if key is None:
         raise FormatError(f"no FVEK found: expected a dislocker file (66 or 34 bytes), raw key "
                           f"bytes (16, 32 or 64) or FVEK[:TWEAK] hex text; got {len(data)} "
                           "bytes", path=name, offset=0)
     return KeyFile(name, "text", key, tweak)
+
+
+def _json(text: str) -> dict[str, Any] | None:
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def _is_text(data: bytes) -> bool:
@@ -118,7 +134,7 @@ def fvek_for_method(keyfile: KeyFile, method: int) -> tuple[bytes, list[str]]:
         size = EncryptionMethod(method).fvek_size
     except ValueError:
         raise FormatError(f"unknown encryption method 0x{method:04x}") from None
-    if keyfile.format == "dislocker":
+    if keyfile.format in ("dislocker", "json"):
         if len(key) == 32 and method in (0x8000, 0x8001):
             half = 16 if method == 0x8000 else 32
             key, tweak = key[:half], key[half:] or None
@@ -161,6 +177,9 @@ def read_vmk_file(path: str | os.PathLike[str]) -> bytes:
         return data
     if len(data) >= 44 and data[:2] == b"\x2c\x00" and data[4:6] == b"\x01\x00":
         return data[12:44]
+    doc = _json(data.decode("utf-8", errors="replace"))
+    if doc is not None and isinstance(doc.get("vmk"), str) and len(doc["vmk"]) == 64:
+        return bytes.fromhex(doc["vmk"])
     match = re.search(rb"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])", data)
     if match:
         return bytes.fromhex(match.group(0).decode())
