@@ -79,9 +79,9 @@ def read_fvek_file(path: str | os.PathLike[str]) -> KeyFile:
     text = data.decode("utf-8", errors="replace")
     doc = _json(text)
     if doc is not None and isinstance(doc.get("fvek"), str):
-        method = doc.get("method_id")
+        named = doc.get("method_id")
         return KeyFile(name, "json", bytes.fromhex(doc["fvek"]),
-                       method=method if isinstance(method, int) else None)
+                       method=named if isinstance(named, int) else None)
     key, tweak = _text_keys(text)
     if key is None:
         raise FormatError(f"no FVEK found: expected a dislocker file (66 or 34 bytes), raw key "
