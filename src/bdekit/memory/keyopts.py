@@ -20,6 +20,7 @@ from tqdm import tqdm
 from bdekit.errors import MissingKeyError, UsageError
 from bdekit.escrow import audit, keyfiles
 from bdekit.escrow.secrets import Secrets
+from bdekit.memory.schedule import MAX_ERRORS
 from bdekit.memory.search import MemoryReport, ProgressFn, search_memory
 from bdekit.volume.bde import BdeVolume, open_bde
 
@@ -73,7 +74,7 @@ def load_key_options(secrets: Secrets, kwargs: dict[str, Any], *, image: str | N
 
 
 def memory_keys(volume: BdeVolume, paths: Sequence[str], *, progress: bool = False,
-                stop_early: bool = True) -> MemoryReport:
+                stop_early: bool = True, max_errors: int = MAX_ERRORS) -> MemoryReport:
     """Search memory images for the volume's keys; raise MissingKeyError if none is found."""
     bar: Any = None
     callback: ProgressFn | None = None
@@ -84,7 +85,8 @@ def memory_keys(volume: BdeVolume, paths: Sequence[str], *, progress: bool = Fal
             bar.total = total
             bar.update(done - bar.n)
     try:
-        report = search_memory(volume, paths, progress=callback, stop_early=stop_early)
+        report = search_memory(volume, paths, progress=callback, stop_early=stop_early,
+                               max_errors=max_errors)
     finally:
         if bar is not None:
             bar.close()
