@@ -37,7 +37,7 @@ from bdekit.volume.bde import BdeVolume
 log = logging.getLogger(__name__)
 
 PAIR_WINDOW = 8192
-MAX_PAIRS = 50_000
+MAX_PAIRS = 20_000
 ProgressFn = Callable[[int, int], None]
 
 

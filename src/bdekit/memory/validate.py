@@ -3,12 +3,13 @@
 * A VMK is right when it opens the FVEK datum (role 3): the AES-CCM MAC proves it.
 * An FVEK has no MAC. It is right when the volume's sectors decrypt to valid structure: the
   boot sector (Windows 7+: the relocated copy, where it is encrypted) to an NTFS / FAT / exFAT
-  boot sector with its 0x55AA signature and a sane BPB, and the first MFT record the boot
-  sector names to ``FILE``. Where neither is encrypted (Vista keeps its header in plaintext;
-  used-space-only volumes may leave the relocated sectors unencrypted), sampled encrypted
-  sectors whose ciphertext is not all zero must include one that decrypts to structure (a run
-  of 16 equal bytes: random data has one with probability ~2^-110 per sector). A key that
-  passes no check on an encrypted sector is never accepted.
+  boot sector with its 0x55AA signature, OEM name and a sane BPB (a wrong key passes with
+  probability far below 2^-64). Where the boot sector is not encrypted (Vista keeps its header
+  in plaintext; used-space-only volumes may leave the relocated sectors unencrypted), the
+  first MFT record the boot sector names must decrypt to ``FILE`` (or ``BAAD``), or else
+  sampled encrypted sectors whose ciphertext is not all zero must include one that decrypts
+  to structure (a run of 16 equal bytes: random data has one with probability ~2^-110 per
+  sector). A key that passes no check on an encrypted sector is never accepted.
 
 The layout of the volume (relocation, encryption state per region) is taken from the volume
 layer by planning reads with a placeholder key; each candidate then only decrypts the few
@@ -31,8 +32,10 @@ from bdekit.volume.bde import BdeVolume
 
 log = logging.getLogger(__name__)
 
-#: Encrypted sectors sampled when neither the boot sector nor the MFT record is encrypted.
-EXTRA_SAMPLES = 64
+#: Encrypted runs sampled when neither the boot sector nor the MFT record decides, and their
+#: length in sectors (one decryption call each).
+EXTRA_SAMPLES = 4
+SAMPLE_SECTORS = 8
 _RUN16 = re.compile(rb"(.)\1{15}", re.DOTALL)
 
 
@@ -89,15 +92,16 @@ class Validator:
         self.tried = 0
         self._extra: list[_Sample] | None = None
 
-    def _sample(self, what: str, offset: int) -> _Sample | None:
-        runs = self.probe.plan(offset, self.sector_size)
-        if not runs or runs[0].length < self.sector_size:
+    def _sample(self, what: str, offset: int, sectors: int = 1) -> _Sample | None:
+        length = sectors * self.sector_size
+        runs = self.probe.plan(offset, length)
+        if not runs or runs[0].length < length:
             return None
         run = runs[0]
         if run.kind.value in ("zero", "missing"):
             return None
-        data = self.probe._read(run.source, self.sector_size)
-        if len(data) < self.sector_size:
+        data = self.probe._read(run.source, length)
+        if len(data) < length:
             return None
         return _Sample(what, run.source, data, bool(run.encrypted))
 
@@ -117,20 +121,14 @@ class Validator:
         """Whether ``fvek`` (key datum layout for the volume's method) decrypts the volume."""
         self.tried += 1
         cipher = ciphers.make_cipher(self.method, fvek, self.sector_size)
-        verified = False
         boot = self._plain(cipher, self.boot)
         if self.boot is not None and self.boot.encrypted:
-            if boot is None or parse_boot_sector(boot) is None:
-                return False
-            verified = True
+            return boot is not None and parse_boot_sector(boot) is not None
         mft = self._mft_sample(boot)
         if mft is not None and mft.encrypted and any(mft.data):
             plain = self._plain(cipher, mft)
-            if plain is None or plain[:4] != b"FILE":
-                return False
-            verified = True
-        if verified:
-            return True
+            if plain is not None and plain[:4] in (b"FILE", b"BAAD"):
+                return True
         return any(_structured(self._plain(cipher, s) or b"") for s in self._extra_samples())
 
     def _plain(self, cipher: ciphers.SectorCipher, sample: _Sample | None) -> bytes | None:
@@ -159,10 +157,11 @@ class Validator:
         if self._extra is None:
             self._extra = []
             size = self.probe.volume_size
-            step = max(self.sector_size, size // (EXTRA_SAMPLES * 4))
-            step -= step % self.sector_size
-            for offset in range(0, size, step):
-                sample = self._sample("sector", offset)
+            span = self.sector_size * SAMPLE_SECTORS
+            step = max(span, size // (EXTRA_SAMPLES * 16))
+            step -= step % span
+            for offset in range(span, size, step):
+                sample = self._sample("sectors", offset, SAMPLE_SECTORS)
                 if sample is not None and sample.encrypted and any(sample.data):
                     self._extra.append(sample)
                     if len(self._extra) >= EXTRA_SAMPLES:
