@@ -279,7 +279,7 @@ def test_no_key_in_memory(tmp_path: Path) -> None:
         from bdekit.memory.keyopts import memory_keys
 
         memory_keys(open_bde(path), [str(mem)])
-    code, out, err = run_cli("keys", "from-memory", str(path), str(mem))
+    code, _out, err = run_cli("keys", "from-memory", str(path), str(mem))
     assert code == 4 and "none decrypts the volume" in err
 
 
