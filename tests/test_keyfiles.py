@@ -19,8 +19,15 @@ import pytest
 
 from bdekit.escrow import keyfiles
 from bdekit.volume.bde import open_volume
-from tests.conftest import FIXTURES, REAL_DIR, REAL_IMAGES, REAL_PASSWORD, REAL_RP, \
-    requires_real, run_cli
+from tests.conftest import (
+    FIXTURES,
+    REAL_DIR,
+    REAL_IMAGES,
+    REAL_PASSWORD,
+    REAL_RP,
+    requires_real,
+    run_cli,
+)
 
 METHOD_FIXTURES = ["xts128-rp", "xts256-pw", "cbc128-bek", "cbc256-clear", "diffuser128-rp",
                    "diffuser256-pw"]
@@ -136,7 +143,7 @@ def test_read_vmk_files(tmp_path: Path) -> None:
                  struct.pack("<6H", 0x2C, 0, 1, 0, 0x2003, 0) + vmk):
         key = tmp_path / "vmk"
         key.write_bytes(data)
-        code, out, err = run_cli("info", str(path), "--vmk-file", str(key), "--json")
+        code, _out, err = run_cli("info", str(path), "--vmk-file", str(key), "--json")
         assert code == 0, err
     bad = tmp_path / "bad"
     bad.write_bytes(b"no key here")
