@@ -7,9 +7,11 @@
   probability far below 2^-64). Where the boot sector is not encrypted (Vista keeps its header
   in plaintext; used-space-only volumes may leave the relocated sectors unencrypted), the
   first MFT record the boot sector names must decrypt to ``FILE`` (or ``BAAD``), or else
-  sampled encrypted sectors whose ciphertext is not all zero must include one that decrypts
-  to structure (a run of 16 equal bytes: random data has one with probability ~2^-110 per
-  sector). A key that passes no check on an encrypted sector is never accepted.
+  one of up to 16 sampled 4 KiB runs of encrypted sectors whose ciphertext is not all zero
+  must decrypt to structure (one byte value filling 1/32 of it; random bytes do that with
+  probability ~e^-150). A key that passes no check on an encrypted sector is never accepted;
+  a volume with no such sector in the image cannot confirm a raw FVEK (only a VMK, by its
+  MAC).
 
 The layout of the volume (relocation, encryption state per region) is taken from the volume
 layer by planning reads with a placeholder key; each candidate then only decrypts the few
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
+
+import numpy as np
 
 from bdekit.crypto import ciphers
 from bdekit.errors import BdeError, UnsupportedError, WrongKeyError
@@ -34,9 +37,10 @@ log = logging.getLogger(__name__)
 
 #: Encrypted runs sampled when neither the boot sector nor the MFT record decides, and their
 #: length in sectors (one decryption call each).
-EXTRA_SAMPLES = 4
+EXTRA_SAMPLES = 16
 SAMPLE_SECTORS = 8
-_RUN16 = re.compile(rb"(.)\1{15}", re.DOTALL)
+WINDOW = 1 << 20
+MAX_SAMPLE_SCAN = 256 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,20 +158,36 @@ class Validator:
         return self._sample("MFT record", mft) if cluster and mft else None
 
     def _extra_samples(self) -> list[_Sample]:
-        if self._extra is None:
-            self._extra = []
-            size = self.probe.volume_size
-            span = self.sector_size * SAMPLE_SECTORS
-            step = max(span, size // (EXTRA_SAMPLES * 16))
-            step -= step % span
-            for offset in range(span, size, step):
-                sample = self._sample("sectors", offset, SAMPLE_SECTORS)
-                if sample is not None and sample.encrypted and any(sample.data):
-                    self._extra.append(sample)
-                    if len(self._extra) >= EXTRA_SAMPLES:
-                        break
+        """Up to EXTRA_SAMPLES encrypted runs whose ciphertext is not all zero, one per MiB of
+        the volume from its start (at most MAX_SAMPLE_SCAN bytes read)."""
+        if self._extra is not None:
+            return self._extra
+        self._extra = []
+        span = self.sector_size * SAMPLE_SECTORS
+        limit = min(self.probe.volume_size, self.probe.image_size, MAX_SAMPLE_SCAN)
+        for window in range(0, limit, WINDOW):
+            for run in self.probe.plan(window, min(WINDOW, self.probe.volume_size - window)):
+                if not run.encrypted or run.kind.value not in ("encrypted", "relocated"):
+                    continue
+                data = self.probe._read(run.source, run.length - run.length % span)
+                blocks = np.frombuffer(data, dtype=np.uint8)
+                if not len(blocks):
+                    continue
+                nonzero = np.flatnonzero(blocks.reshape(-1, span).any(axis=1))
+                if len(nonzero):
+                    at = int(nonzero[0]) * span
+                    self._extra.append(_Sample("sectors", run.source + at,
+                                               data[at:at + span], True))
+                    break
+            if len(self._extra) >= EXTRA_SAMPLES:
+                break
         return self._extra
 
 
 def _structured(plain: bytes) -> bool:
-    return _RUN16.search(plain) is not None
+    """One byte value fills at least 1/32 of the block (zeros of a file system structure,
+    spaces of text): random bytes of 4 KiB reach that with probability ~e^-150."""
+    if not plain:
+        return False
+    counts = np.bincount(np.frombuffer(plain, dtype=np.uint8), minlength=256)
+    return int(counts.max()) * 32 >= len(plain)
