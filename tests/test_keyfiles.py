@@ -205,3 +205,16 @@ def test_real_fvek_in_dislocker_file(real_image, tmp_path: Path) -> None:  # typ
                             str(key))
     assert code == 0, err
     assert keyfiles.read_fvek_file(key).format == "dislocker"
+
+
+def test_fvek_file_on_damaged_volume_for_repair(tmp_path: Path) -> None:
+    """No volume header: the file's own method serves and repair checks the key itself."""
+    path, manifest = fixture("xts128-rp")
+    damaged = tmp_path / "damaged.img"
+    damaged.write_bytes(bytes(512) + path.read_bytes()[512:])
+    key = tmp_path / "k.fvek"
+    key.write_bytes(struct.pack("<H", 0x8004) + bytes.fromhex(manifest["fvek"]).ljust(64, b"\0"))
+    out = tmp_path / "out.img"
+    code, _o, err = run_cli("repair", str(damaged), str(out), "--fvek-file", str(key))
+    assert code == 0, err
+    assert out.read_bytes() == plaintext(path, manifest, manifest["volume_size"])

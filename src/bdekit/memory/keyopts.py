@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bdekit.errors import MissingKeyError, UsageError
+from bdekit.errors import MetadataError, MissingKeyError, NotBitLockerError, UsageError
 from bdekit.escrow import audit, keyfiles
 from bdekit.escrow.secrets import Secrets
 from bdekit.memory.schedule import MAX_ERRORS
@@ -48,7 +48,18 @@ def load_key_options(secrets: Secrets, kwargs: dict[str, Any], *, image: str | N
         if _same_file(path, image):
             raise UsageError("the key file / memory image is the volume's image itself",
                              path=path)
-    volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
+    try:
+        volume = open_bde(image, offset=kwargs.get("offset"),
+                          partition=kwargs.get("partition"))
+    except (MetadataError, NotBitLockerError) as exc:
+        if memory or not fvek_file:
+            raise
+        # a damaged volume (repair): the key file as it is; repair checks it on the image
+        keyfile = keyfiles.read_fvek_file(fvek_file)
+        log.warning("%s; using %s with its own method", exc.one_line(), fvek_file)
+        secrets.fvek = keyfiles.fvek_for_method(keyfile, keyfile.method or 0x8004)[0] \
+            if keyfile.method else keyfile.key
+        return
     if fvek_file:
         keyfile = keyfiles.read_fvek_file(fvek_file)
         secrets.fvek, notes = keyfiles.fvek_for_method(keyfile, volume.metadata.method)

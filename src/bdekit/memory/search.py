@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 PAIR_WINDOW = 8192
 MAX_PAIRS = 20_000
+#: Places kept per key (a key can repeat on thousands of pages).
+MAX_LOCATIONS = 16
 ProgressFn = Callable[[int, int], None]
 
 
@@ -128,7 +130,8 @@ class _Search:
             self.keys[key] = []
             self.order.append((image, where.phys, key))
             self.report.candidates += 1
-        self.keys[key].append(where)
+        if len(self.keys[key]) < MAX_LOCATIONS:
+            self.keys[key].append(where)
         return True
 
     def add_vmk(self, vmk: bytes, where: Location) -> None:
@@ -139,9 +142,10 @@ class _Search:
             if result is not None:
                 self._accept(result, [where])
                 return
-        self.vmks[vmk].append(where)
+        if len(self.vmks[vmk]) < MAX_LOCATIONS:
+            self.vmks[vmk].append(where)
         for found in self.by_fvek.values():
-            if found.result.vmk == vmk:
+            if found.result.vmk == vmk and len(found.locations) < MAX_LOCATIONS:
                 found.locations.append(where)
 
     # -- validating ----------------------------------------------------------------------
@@ -170,6 +174,7 @@ class _Search:
         elif result.vmk is not None and found.result.vmk is None:
             found.result = result
         found.locations += [w for w in where if w not in found.locations]
+        del found.locations[MAX_LOCATIONS:]
 
     def try_structure(self, keys: tuple[bytes, ...], where: Location, image: int) -> None:
         if len(keys) == 2 and self.pairs and all(len(k) == self.size for k in keys):
