@@ -6,7 +6,10 @@ Secrets may come from a flag, an environment variable (``BDEKIT_RECOVERY_PASSWOR
 
 :func:`build_secrets` turns the options into :class:`Secrets` and keeps the non-secret ones
 (keyring, ``--fix-typos``, ``--max-candidates``, ``--audit-log``) as an
-:class:`~bdekit.unlock.policy.UnlockPolicy` in the click context. Commands that unlock call
+:class:`~bdekit.unlock.policy.UnlockPolicy` in the click context. Keys from outside
+(``--memory``, ``--fvek-file``, ``--vmk-file``) need the volume: they are read, and memory keys
+checked against the volume, by :func:`bdekit.memory.keyopts.load_key_options`, and given to
+the unlock as ``--fvek`` / ``--vmk`` would be. Commands that unlock call
 :func:`cli_unlock` rather than ``volume.unlock``: it runs that policy (audit trail, keyring
 narrowing, typo repair; see :mod:`bdekit.unlock.policy`) and prints what it reports: the
 corrected recovery password, which escrow entry unlocked and the rotation reminder.
@@ -137,9 +140,7 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
                           fix_typos=kwargs.pop("fix_typos", None),
                           max_candidates=kwargs.pop("max_candidates", None))
     ctx = click.get_current_context(silent=True)
-    load_key_options(secrets, kwargs, image=ctx.params.get("image") if ctx else None,
-                     audit_log=policy.audit_log, progress=sys.stderr.isatty()
-                     and not _quiet(ctx), echo=None if _quiet(ctx) else _echo_err)
+    _outside_keys(secrets, kwargs, policy, ctx)
     secrets.certificates += _certificates(kwargs)
     ring_paths = list(kwargs.pop("keyring", ()) or ())
     if ring_paths:
@@ -170,6 +171,21 @@ def _password(kwargs: dict[str, Any]) -> str | None:
     return password
 
 
+def _outside_keys(secrets: Secrets, kwargs: dict[str, Any], policy: UnlockPolicy,
+                  ctx: click.Context | None) -> None:
+    """The keys of ``--memory``, ``--fvek-file`` and ``--vmk-file`` (pops them); they need
+    the volume, named by the command's IMAGE argument and ``--offset`` / ``--partition``."""
+    quiet = is_quiet(ctx)
+    load_key_options(secrets, memory=kwargs.pop("memory", ()) or (),
+                     fvek_file=kwargs.pop("fvek_file", None),
+                     vmk_file=kwargs.pop("vmk_file", None),
+                     image=ctx.params.get("image") if ctx else None,
+                     offset=kwargs.get("offset"), partition=kwargs.get("partition"),
+                     audit_log=policy.audit_log, command=command_name(ctx),
+                     progress=sys.stderr.isatty() and not quiet,
+                     echo=None if quiet else _echo_err)
+
+
 def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
     """The certificates of ``--certificate`` (pops the certificate options)."""
     cert_password = kwargs.pop("certificate_password", None)
@@ -189,7 +205,7 @@ def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
 POLICY_KEY = "bdekit.unlock_policy"
 
 
-def _quiet(ctx: click.Context | None) -> bool:
+def is_quiet(ctx: click.Context | None) -> bool:
     root = ctx.find_root() if ctx is not None else None
     return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"))
 
@@ -205,9 +221,14 @@ def cli_policy(ctx: click.Context | None = None) -> UnlockPolicy:
     policy = ctx.meta.get(POLICY_KEY) if ctx is not None else None
     if not isinstance(policy, UnlockPolicy):
         policy = UnlockPolicy()
+    return dataclasses.replace(policy, command=command_name(ctx),
+                               announce=None if is_quiet(ctx) else _echo_err)
+
+
+def command_name(ctx: click.Context | None) -> str:
+    """The command for the audit log (``bdekit decrypt``, whatever the program was called)."""
     sub = ctx.command_path.split(" ", 1)[1:] if ctx is not None else []
-    return dataclasses.replace(policy, command=" ".join(["bdekit", *sub]),
-                               announce=None if _quiet(ctx) else _echo_err)
+    return " ".join(["bdekit", *sub])
 
 
 def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | None = None,
@@ -222,7 +243,7 @@ def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | 
     outcome = cli_policy(ctx).unlock(volume, secrets)
     if outcome.corrected is not None:
         click.echo(f"Corrected recovery password: {outcome.corrected}", err=json_mode)
-    if not _quiet(ctx):
+    if not is_quiet(ctx):
         for line in outcome.notes:
             click.echo(line, err=True)
     return outcome.result

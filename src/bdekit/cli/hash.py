@@ -13,30 +13,27 @@ from typing import Any
 
 import click
 
-from bdekit.cli.common import emit_json
+from bdekit.cli.common import emit_json, is_quiet
 from bdekit.errors import BdeError, MetadataError, NotBitLockerError, UnsupportedError
-from bdekit.format.metadata import Metadata, parse_volume_header, read_metadata
+from bdekit.format.copies import read_metadata
+from bdekit.format.metadata import Metadata, VolumeHeader, parse_volume_header
 from bdekit.format.protector import protectors_of
 from bdekit.image import locate
-from bdekit.image.sources import open_source
-from bdekit.recovery.metadata_scan import metadata_from_scan, scan_metadata
-from bdekit.recovery.repair import locate_tolerant
+from bdekit.image.sources import ImageSource, open_source
+from bdekit.recovery.metadata_scan import metadata_from_scan, scan_metadata, source_reader
+from bdekit.recovery.open_damaged import locate_tolerant
 from bdekit.unlock.crackhash import CrackHash, metadata_hashes
 
 
 def _metadata(image: str, offset: int | None, partition: int | None) -> Metadata:
     try:
-        source = locate.volume_source(image, offset=offset, partition=partition)
+        source: ImageSource | None = locate.volume_source(image, offset=offset,
+                                                          partition=partition)
     except NotBitLockerError:
         source = None
     if source is not None:
-        size = int(source.size)
-
-        def read(pos: int, length: int) -> bytes:
-            return b"" if pos >= size else bytes(source.read_at(pos, min(length, size - pos)))
-
         try:
-            return read_metadata(read, getattr(source, "path", image), size)
+            return read_metadata(source_reader(source), source.path or image, int(source.size))
         except (MetadataError, NotBitLockerError) as exc:
             click.echo(f"bdekit: warning: {exc.one_line()}; scanning the image for metadata "
                        "blocks", err=True)
@@ -46,7 +43,7 @@ def _metadata(image: str, offset: int | None, partition: int | None) -> Metadata
     if not groups:
         raise MetadataError("no BitLocker metadata block found in the image", path=image)
     try:
-        header = parse_volume_header(bytes(vsrc.read_at(0, 512)), image)
+        header: VolumeHeader | None = parse_volume_header(bytes(vsrc.read_at(0, 512)), image)
     except BdeError:
         header = None
     return metadata_from_scan(groups[0], result.eow_offsets, header)
@@ -63,7 +60,7 @@ def hash_command(ctx: click.Context, image: str, as_json: bool, partition: int |
     """Print $bitlocker$ hashes of IMAGE's password and recovery-password protectors."""
     md = _metadata(image, offset, partition)
     lines, notes = metadata_hashes(md)
-    quiet = bool(isinstance(ctx.find_root().obj, dict) and ctx.find_root().obj.get("quiet"))
+    quiet = is_quiet(ctx)
     if not lines:
         listing = ", ".join(f"{p.type_name} {{{str(p.guid).upper()}}}"
                             for p in protectors_of(md)) or "none"

@@ -24,38 +24,38 @@ from typing import Any
 
 import click
 
-from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
+from bdekit.cli.common import (
+    build_secrets,
+    cli_unlock,
+    command_name,
+    emit_json,
+    is_quiet,
+    unlock_options,
+)
 from bdekit.cli.keys import keys as keys_group
-from bdekit.errors import MissingKeyError, OutputExistsError, UsageError
+from bdekit.errors import MissingKeyError, UsageError
 from bdekit.escrow import audit, keyfiles
+from bdekit.escrow.secrets import AttemptOutcome, SecretKind, UnlockResult
 from bdekit.format.constants import EncryptionMethod, enum_label
+from bdekit.image.files import write_atomic
 from bdekit.memory.keyopts import memory_keys
 from bdekit.memory.search import MemoryReport
+from bdekit.pipeline.output import check_output
 from bdekit.unlock import escrowed
-from bdekit.volume.bde import open_bde
+from bdekit.volume.bde import BdeVolume, open_bde
 
 
-def _quiet(ctx: click.Context) -> bool:
-    root = ctx.find_root()
-    return bool(isinstance(root.obj, dict) and root.obj.get("quiet"))
-
-
-def _trail(ctx: click.Context, volume: Any, audit_log: str | None = None) -> audit.AuditLog:
-    command = "bdekit " + " ".join(ctx.command_path.split(" ")[1:])
-    return audit.AuditLog(audit_log, command=command, image=volume.path,
+def _trail(ctx: click.Context, volume: BdeVolume,
+           audit_log: str | None = None) -> audit.AuditLog:
+    return audit.AuditLog(audit_log, command=command_name(ctx), image=volume.path,
                           volume_guid=volume.metadata.volume_guid)
 
 
 def _check_output(path: str, inputs: list[str], force: bool) -> None:
-    for item in inputs:
-        if item and (os.path.realpath(item) == os.path.realpath(path)
-                     or (os.path.exists(item) and os.path.exists(path)
-                         and os.path.samefile(item, path))):
-            raise OutputExistsError("refusing to write the output over an input", path=path)
-    if os.path.isdir(path):
-        raise UsageError("output is a directory", path=path)
-    if os.path.exists(path) and not force:
-        raise OutputExistsError("output exists; use --force to overwrite it", path=path)
+    """Refuse an output that is one of the inputs, or exists (unless ``force``)."""
+    for item in filter(None, inputs):
+        check_output(item, path, force=True)  # the input itself, whatever ``force``
+    check_output(None, path, force)
 
 
 @keys_group.command("from-memory")
@@ -79,15 +79,15 @@ def from_memory(ctx: click.Context, image: str, memory: tuple[str, ...], as_json
     if save:
         _check_output(save, [image, *memory], force)
     volume = open_bde(image, offset=offset, partition=partition)
-    progress = not as_json and not _quiet(ctx) and sys.stderr.isatty()
+    progress = not as_json and not is_quiet(ctx) and sys.stderr.isatty()
     report = memory_keys(volume, list(memory), progress=progress, stop_early=False,
                          max_errors=max_errors)
     trail = _trail(ctx, volume, audit_log)
     for found in report.found:
         where = found.locations[0]
-        trail.used("vmk" if found.result.vmk else "fvek",
+        trail.used(SecretKind.VMK if found.result.vmk else SecretKind.FVEK,
                    f"memory image {where.image} at physical address 0x{where.phys:x} "
-                   f"({where.how})", "found in memory")
+                   f"({where.how})", AttemptOutcome.FOUND_IN_MEMORY)
     if as_json:
         emit_json(dict(report.describe(show_keys=True), image=volume.path,
                        volume_guid=str(volume.metadata.volume_guid).upper()))
@@ -96,10 +96,10 @@ def from_memory(ctx: click.Context, image: str, memory: tuple[str, ...], as_json
     if save:
         best = report.found[0].result
         info = {"volume_guid": str(volume.metadata.volume_guid).upper(), "source": "memory"}
-        keyfiles.write_private(save, keyfiles.render("json", best.fvek, best.method,
-                                                     best.vmk, info))
-        trail.used("vmk" if best.vmk else "fvek", f"saved to {save}", "exported")
-        if not _quiet(ctx):
+        write_atomic(save, keyfiles.render("json", best.fvek, best.method, best.vmk, info))
+        trail.used(SecretKind.VMK if best.vmk else SecretKind.FVEK, f"saved to {save}",
+                   AttemptOutcome.EXPORTED)
+        if not is_quiet(ctx):
             click.echo(f"bdekit: key saved to {save} (mode 0600)", err=True)
 
 
@@ -158,19 +158,20 @@ def export(ctx: click.Context, image: str, fmt: str, output: str | None, force: 
             "fvek_fingerprint": result.fingerprint}
     data = keyfiles.render(fmt, result.fvek, result.method, result.vmk, info)
     if output:
-        keyfiles.write_private(output, data)
+        write_atomic(output, data)
     elif fmt == "dislocker" and sys.stdout.isatty():
         raise UsageError("the dislocker key file is binary: give --output FILE")
     else:
         click.echo(data, nl=False)
-    trail.used("fvek", f"exported as {fmt} to {output or 'standard output'}", "exported",
-               result.protector)
-    if output and not _quiet(ctx):
+    trail.used(SecretKind.FVEK, f"exported as {fmt} to {output or 'standard output'}",
+               AttemptOutcome.EXPORTED, result.protector)
+    if output and not is_quiet(ctx):
         click.echo(f"bdekit: {fmt} key file written to {output} (mode 0600)", err=True)
 
 
-def _escrowed(ctx: click.Context, volume: Any, result: Any, trail: audit.AuditLog,
-              print_rp: bool, bek_dir: str | None, force: bool, inputs: list[str]) -> None:
+def _escrowed(ctx: click.Context, volume: BdeVolume, result: UnlockResult,
+              trail: audit.AuditLog, print_rp: bool, bek_dir: str | None, force: bool,
+              inputs: list[str]) -> None:
     if result.vmk is None:
         raise MissingKeyError("the escrowed secrets are wrapped under the VMK, and this unlock "
                               "gave only the FVEK: unlock with a protector's secret, --vmk, "
@@ -187,7 +188,8 @@ def _escrowed(ctx: click.Context, volume: Any, result: Any, trail: audit.AuditLo
                 "protector"
             click.echo(f"{item.value!s}  (protector {{{str(p.guid).upper()}}}, key ID "
                        f"{p.key_id}; {state})")
-            trail.used("recovery-password", "escrowed under the VMK", "disclosed", p)
+            trail.used(SecretKind.RECOVERY_PASSWORD, "escrowed under the VMK",
+                       AttemptOutcome.DISCLOSED, p)
     if bek_dir:
         beks = escrowed.startup_keys(volume.metadata, result.vmk)
         if not beks:
@@ -198,9 +200,10 @@ def _escrowed(ctx: click.Context, volume: Any, result: Any, trail: audit.AuditLo
             target = os.path.join(bek_dir, str(item.protector.bek_name))
             _check_output(target, inputs, force)
             assert isinstance(item.value, bytes)
-            keyfiles.write_private(target, item.value)
-            trail.used("bek", f"regenerated as {target}", "exported", item.protector)
-            if not _quiet(ctx):
+            write_atomic(target, item.value)
+            trail.used(SecretKind.BEK, f"regenerated as {target}", AttemptOutcome.EXPORTED,
+                       item.protector)
+            if not is_quiet(ctx):
                 click.echo(f"bdekit: startup key written to {target} (mode 0600"
                            f"{'' if item.verified else '; NOT verified'})", err=True)
 

@@ -22,7 +22,7 @@ trusted; :func:`fvek_for_method` says when the file disagrees.
 Written (``bdekit keys export``): ``dislocker`` (the 66-byte file, right method id), ``libbde``
 (``FVEK[:TWEAK]`` text as ``bdemount -k`` takes it: XTS keys as one segment, a diffuser's
 tweak key after the colon), ``hex`` (the FVEK as ``--fvek`` takes it, then the VMK) and
-``json``.
+``json``. The command writes them with :func:`bdekit.image.files.write_atomic` (0600).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import dataclasses
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from bdekit.errors import FormatError, UsageError
@@ -226,19 +225,3 @@ def render(fmt: str, fvek: bytes, method: int, vmk: bytes | None = None,
                     "vmk": vmk.hex() if vmk else None})
         return (json.dumps(doc, indent=2) + "\n").encode()
     raise UsageError(f"unknown key file format {fmt!r}; expected one of {', '.join(FORMATS)}")
-
-
-def write_private(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` atomically to a new file created 0600."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from bdekit.errors import MetadataError, MissingKeyError, NotBitLockerError, UsageError
 from bdekit.escrow import audit, keyfiles
-from bdekit.escrow.secrets import Secrets
+from bdekit.escrow.secrets import AttemptOutcome, SecretKind, Secrets
 from bdekit.memory.schedule import MAX_ERRORS
 from bdekit.memory.search import MemoryReport, ProgressFn, search_memory
 from bdekit.volume.bde import BdeVolume, open_bde
@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 
-def load_key_options(secrets: Secrets, kwargs: dict[str, Any], *, image: str | None,
-                     audit_log: str | None = None, progress: bool = False,
+def load_key_options(secrets: Secrets, *, memory: Sequence[str] = (),
+                     fvek_file: str | None = None, vmk_file: str | None = None,
+                     image: str | None, offset: int | None = None,
+                     partition: int | None = None,
+                     audit_log: str | os.PathLike[str] | None = None, progress: bool = False,
                      echo: Echo | None = None, command: str = "bdekit") -> None:
-    """Pop ``memory``, ``fvek_file`` and ``vmk_file`` from ``kwargs``; load their keys."""
-    memory: Sequence[str] = kwargs.pop("memory", ()) or ()
-    fvek_file: str | None = kwargs.pop("fvek_file", None)
-    vmk_file: str | None = kwargs.pop("vmk_file", None)
+    """Load the keys of ``--memory``, ``--fvek-file`` and ``--vmk-file`` into ``secrets``."""
     if not (memory or fvek_file or vmk_file):
         return
     if vmk_file:
@@ -49,8 +49,7 @@ def load_key_options(secrets: Secrets, kwargs: dict[str, Any], *, image: str | N
             raise UsageError("the key file / memory image is the volume's image itself",
                              path=path)
     try:
-        volume = open_bde(image, offset=kwargs.get("offset"),
-                          partition=kwargs.get("partition"))
+        volume = open_bde(image, offset=offset, partition=partition)
     except (MetadataError, NotBitLockerError) as exc:
         if memory or not fvek_file:
             raise
@@ -75,9 +74,9 @@ def load_key_options(secrets: Secrets, kwargs: dict[str, Any], *, image: str | N
         where = found.locations[0]
         trail = audit.AuditLog(audit_log, command=command, image=volume.path,
                                volume_guid=volume.metadata.volume_guid)
-        trail.used("vmk" if found.result.vmk else "fvek",
+        trail.used(SecretKind.VMK if found.result.vmk else SecretKind.FVEK,
                    f"memory image {where.image} at physical address 0x{where.phys:x} "
-                   f"({where.how})", "found in memory")
+                   f"({where.how})", AttemptOutcome.FOUND_IN_MEMORY)
         if echo is not None:
             echo(f"bdekit: {'VMK' if found.result.vmk else 'FVEK'} found in {where.image} at "
                  f"physical address 0x{where.phys:x} ({where.how}), checked against the "

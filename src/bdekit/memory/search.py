@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bdekit.crypto import keys as keylib
-from bdekit.escrow.secrets import UnlockResult
+from bdekit.escrow.secrets import SecretKind, UnlockResult, UnlockVia
 from bdekit.format.constants import EncryptionMethod, enum_label
 from bdekit.memory.images import CHUNK, PAGE, open_memory
 from bdekit.memory.schedule import MAX_ERRORS, ScheduleSearch
@@ -66,7 +66,7 @@ class FoundKey:
 
     def describe(self, show_keys: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "kind": "vmk" if self.result.vmk is not None else "fvek",
+            "kind": str(SecretKind.VMK if self.result.vmk is not None else SecretKind.FVEK),
             "method": enum_label(EncryptionMethod, self.result.method),
             "fvek_fingerprint": keylib.fvek_fingerprint(self.result.fvek),
             "found": [loc.describe() for loc in self.locations],
@@ -160,7 +160,7 @@ class _Search:
         self.report.tested += 1
         if not self.v.check_fvek(fvek):
             return False
-        self._accept(UnlockResult(fvek, self.v.method, via="fvek"), where)
+        self._accept(UnlockResult(fvek, self.v.method, via=UnlockVia.FVEK), where)
         return True
 
     def _accept(self, result: UnlockResult, where: list[Location]) -> None:
@@ -265,7 +265,7 @@ def _scan_chunk(search: _Search, schedules: ScheduleSearch, structures: Structur
     for s_hit in structures.search(piece.data, piece.limit):
         search.report.structures += 1
         loc = where(s_hit.offset, s_hit.how)
-        if s_hit.kind == "vmk":
+        if s_hit.kind == SecretKind.VMK:
             search.add_vmk(s_hit.keys[0], loc)
         else:
             search.try_structure(s_hit.keys, loc, index)

@@ -30,12 +30,15 @@ import struct
 
 import numpy as np
 
+from bdekit.escrow.secrets import SecretKind
+
 #: Bytes a structure can reach beyond its anchor (the overlap chunked readers keep).
 MAX_SPAN = 0x400
 
 _TAG_FVEC = int.from_bytes(b"FVEc", "little")
 _TAG_CNGB = int.from_bytes(b"Cngb", "little")
 _MARK_RUUU = int.from_bytes(b"RUUU", "little")
+_FVEK = SecretKind.FVEK
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,7 @@ class StructureHit:
 
     offset: int
     how: str
-    kind: str  # "fvek" or "vmk"
+    kind: SecretKind  # FVEK or VMK
     keys: tuple[bytes, ...]  # one key, or the data key and the tweak key
     method: int | None = None  # the method the structure names, if any
 
@@ -138,7 +141,7 @@ def _fvec(buf: memoryview, tag: int) -> list[StructureHit]:
             if not _key_ok(tweak):
                 continue
             keys = (key, tweak)
-        out.append(StructureHit(tag - 4, f"pool tag FVEc ({arch}, Windows Vista/7)", "fvek",
+        out.append(StructureHit(tag - 4, f"pool tag FVEc ({arch}, Windows Vista/7)", _FVEK,
                                 keys, method))
     return out
 
@@ -153,7 +156,7 @@ def _cngb(buf: memoryview, tag: int) -> list[StructureHit]:
         second = bytes(buf[header + b:header + b + 32])
         size = 32 if first == second else 16 if first[:16] == second[:16] else 0
         if size and _key_ok(first[:size]):
-            out.append(StructureHit(header, f"pool tag Cngb ({arch}, Windows 8/8.1)", "fvek",
+            out.append(StructureHit(header, f"pool tag Cngb ({arch}, Windows 8/8.1)", _FVEK,
                                     (first[:size],)))
     return out
 
@@ -176,10 +179,10 @@ def _bcrypt(buf: memoryview, mark: int) -> list[StructureHit]:
         if size == 64 or bytes(buf[mark + xts_off:mark + xts_off + 16]) == key[:16]:
             # XTS: data key and tweak key (a 32-byte key may also be a CBC-256 key)
             out.append(StructureHit(mark, f"BCrypt key object, pool tag None/Cngb ({arch}, "
-                                    "Windows 8-11), XTS", "fvek", (key[:half], key[half:])))
+                                    "Windows 8-11), XTS", _FVEK, (key[:half], key[half:])))
         if size in (16, 32):
             out.append(StructureHit(mark, f"BCrypt key object, pool tag None/Cngb ({arch}, "
-                                    "Windows 8-11)", "fvek", (key,)))
+                                    "Windows 8-11)", _FVEK, (key,)))
         if out:
             break
     return out
@@ -193,9 +196,9 @@ def _datum(buf: memoryview, pos: int) -> StructureHit | None:
     if not _key_ok(key):
         return None
     if key_type >> 8 == 0x20 and size == 0x2C:
-        return StructureHit(pos, "VMK key datum", "vmk", (key,))
+        return StructureHit(pos, "VMK key datum", SecretKind.VMK, (key,))
     if 0x8000 <= key_type <= 0x8005:
-        return StructureHit(pos, "FVEK key datum", "fvek", _split_fvek(key, key_type),
+        return StructureHit(pos, "FVEK key datum", _FVEK, _split_fvek(key, key_type),
                             key_type)
     return None
 

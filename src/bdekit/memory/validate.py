@@ -27,7 +27,7 @@ import numpy as np
 
 from bdekit.crypto import ciphers
 from bdekit.errors import BdeError, UnsupportedError, WrongKeyError
-from bdekit.escrow.secrets import UnlockResult
+from bdekit.escrow.secrets import UnlockResult, UnlockVia
 from bdekit.format.bootsector import parse_boot_sector
 from bdekit.format.constants import EncryptionMethod, VolumeState
 from bdekit.unlock.vmk import decrypt_fvek
@@ -91,7 +91,7 @@ class Validator:
                                    path=volume.path) from None
         self.sector_size = volume.sector_size
         self.probe = BdeVolume(volume.source, path=volume.path, metadata=md)
-        self.probe.set_key(UnlockResult(fvek=bytes(size), method=self.method, via="probe"))
+        self.probe.set_key(UnlockResult(fvek=bytes(size), method=self.method, via=UnlockVia.NONE))
         self.boot = self._sample("boot sector", 0)
         self.tried = 0
         self._extra: list[_Sample] | None = None
@@ -119,7 +119,7 @@ class Validator:
         except BdeError as exc:
             log.debug("VMK candidate: %s", exc.message)
             return None
-        return UnlockResult(fvek, key_type or self.method, vmk, via="vmk")
+        return UnlockResult(fvek, key_type or self.method, vmk, via=UnlockVia.VMK)
 
     def check_fvek(self, fvek: bytes) -> bool:
         """Whether ``fvek`` (key datum layout for the volume's method) decrypts the volume."""

@@ -25,11 +25,12 @@ from construct import Container, ListContainer
 
 from bdekit.crypto import keys
 from bdekit.errors import BdeError
+from bdekit.escrow.secrets import SecretKind
 from bdekit.format import structs
 from bdekit.format.constants import DatumRole, DatumType, ProtectionType
 from bdekit.format.metadata import Datum, Metadata
 from bdekit.format.protector import Protector, protectors_of
-from bdekit.unlock.vmk import _unwrap_vmk, unwrap_key
+from bdekit.unlock.vmk import unwrap_key, unwrap_protector
 
 KEY_TYPE_RECOVERY_KEY = 0x1000
 KEY_TYPE_EXTERNAL = 0x2002
@@ -40,7 +41,7 @@ class Escrowed:
     """A secret recovered for ``protector``; ``verified``: it opens the protector's VMK."""
 
     protector: Protector
-    kind: str  # "recovery-password" or "bek"
+    kind: SecretKind  # RECOVERY_PASSWORD or BEK
     value: str | bytes = dataclasses.field(repr=False)
     verified: bool
 
@@ -62,7 +63,7 @@ def _escrow_keys(container: Datum | None, vmk: bytes, key_type: int, size: int) 
 
 def _opens(protector: Protector, key: bytes, vmk: bytes) -> bool:
     try:
-        return _unwrap_vmk(protector, key) == vmk
+        return unwrap_protector(protector, key) == vmk
     except BdeError:
         return False
 
@@ -81,7 +82,7 @@ def recovery_passwords(metadata: Metadata, vmk: bytes, *, verify: bool = True
             if verify and protector.salt is not None:
                 ok = _opens(protector, keys.recovery_password_key(password, protector.salt),
                             vmk)
-            out.append(Escrowed(protector, "recovery-password", password, ok))
+            out.append(Escrowed(protector, SecretKind.RECOVERY_PASSWORD, password, ok))
     return out
 
 
@@ -94,7 +95,7 @@ def startup_keys(metadata: Metadata, vmk: bytes) -> list[Escrowed]:
         use = protector.datum.find(DatumType.USE_KEY)
         for key in _escrow_keys(use, vmk, KEY_TYPE_EXTERNAL, 32):
             data = build_bek(protector, key)
-            out.append(Escrowed(protector, "bek", data, _opens(protector, key, vmk)))
+            out.append(Escrowed(protector, SecretKind.BEK, data, _opens(protector, key, vmk)))
     return out
 
 

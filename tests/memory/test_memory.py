@@ -21,8 +21,8 @@ from bdekit.memory.images import open_memory
 from bdekit.memory.schedule import ScheduleSearch
 from bdekit.memory.search import search_memory
 from bdekit.volume.bde import open_bde
-from tests import memimg
 from tests.conftest import FIXTURES, REAL_IMAGES, VISTA_RP, requires_real, run_cli
+from tests.memory import memimg
 
 FIXTURE_NAMES = ["xts128-rp", "xts256-pw", "cbc128-bek", "cbc256-clear", "diffuser128-rp",
                  "diffuser256-pw", "xts128-4k"]
