@@ -321,6 +321,109 @@ def bench_batch(work: Path, out_dir: str | None, jobs: int, size: int,
     return results
 
 
+def _memory_pattern(size: int, seed: int) -> bytes:
+    """Mixed pages as memory holds them: code and data of shared libraries, text, zeros,
+    small integers, random bytes."""
+    import glob
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    libs = b"".join(Path(p).read_bytes() for p in sorted(glob.glob(
+        "/usr/lib/x86_64-linux-gnu/lib*.so*"))[:60] if os.path.isfile(p))[:size]
+    text = (b"The quick brown fox jumps over the lazy dog; memory benchmark text. " * 4096)
+    pages = []
+    for page in range(size // 4096):
+        kind = page % 6
+        if kind in (0, 1) and libs:
+            at = (page * 4096) % max(4096, len(libs) - 4096)
+            pages.append(libs[at:at + 4096].ljust(4096, b"\0"))
+        elif kind == 2:
+            pages.append(text[page % 64:page % 64 + 4096])
+        elif kind == 3:
+            pages.append(bytes(4096))
+        elif kind == 4:
+            pages.append(np.arange(page, page + 1024, dtype="<u4").tobytes())
+        else:
+            pages.append(rng.bytes(4096))
+    return b"".join(pages)
+
+
+def _used_keys(fvek: bytes, method: int) -> tuple[bytes, ...]:
+    if method in (0x8000, 0x8001):
+        size = 16 if method == 0x8000 else 32
+        return fvek[:size], fvek[32:32 + size]
+    if method in (0x8004, 0x8005):
+        return fvek[:len(fvek) // 2], fvek[len(fvek) // 2:]
+    return (fvek[:16] if method == 0x8002 else fvek[:32],)
+
+
+def bench_memory(work: Path, seed: int, memory_size: int) -> dict[str, Any]:
+    """Keys from memory: the schedule search alone (one core), the whole search on a memory
+    image with a volume's keys at its end, ``decrypt --memory`` on it, and ``hash`` on a 2 TB
+    sparse image (metadata only)."""
+    from bdekit.memory import aes
+    from bdekit.memory.schedule import ScheduleSearch
+    from bdekit.memory.structures import StructureSearch
+
+    rows: dict[str, Any] = {}
+    pattern = _memory_pattern(64 * MiB, seed)
+    search = ScheduleSearch()
+    started = time.perf_counter()
+    for at in range(0, len(pattern), MiB):
+        search.search(pattern[at:at + MiB + 4096], MiB)
+    rows["memory: schedule search MB/s (1 core)"] = len(pattern) / (
+        time.perf_counter() - started) / 1e6
+    structures = StructureSearch()
+    started = time.perf_counter()
+    for at in range(0, len(pattern), MiB):
+        structures.search(pattern[at:at + MiB + 4096], MiB)
+    rows["memory: structure search MB/s (1 core)"] = len(pattern) / (
+        time.perf_counter() - started) / 1e6
+    methods = ["aes-xts-128", "aes-xts-256", "aes-cbc-128", "aes-cbc-256",
+               "aes-cbc-128-diffuser", "aes-cbc-256-diffuser"]
+    images = {m: build_image(work, m, 64 * MiB, seed) for m in methods}
+    mem = work / "memory.raw"
+    with open(mem, "wb") as fh:
+        for _ in range(max(1, memory_size // len(pattern)) - 1):
+            fh.write(pattern)
+        tail = bytearray(pattern)
+        at = len(tail) - 64 * 1024
+        for _image, manifest in images.values():  # each volume's keys near the end
+            for key in _used_keys(bytes.fromhex(manifest["fvek"]), manifest["method_id"]):
+                sched = aes.expand_key(key)
+                tail[at:at + len(sched)] = sched
+                at += 0x200
+            at += 0x1000
+        fh.write(tail)
+    size = mem.stat().st_size
+    rows["memory: image MiB"] = size / MiB
+    warm(mem)
+    image = images["aes-xts-128"][0]
+    t, done = timed([sys.executable, "-m", "bdekit.cli.main", "-q", "keys", "from-memory",
+                     str(image), str(mem), "--json"])
+    rows["memory: keys from-memory MB/s (whole command)"] = size / t / 1e6 \
+        if done.returncode == 0 else None
+    out = work / "memory-out.img"
+    for method, (path, _manifest) in images.items():
+        drop_file(out)
+        t, done = timed([sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt", str(path),
+                         str(out), "--memory", str(mem), "--no-hash"])
+        rows[f"memory: decrypt --memory s, {method}"] = t if done.returncode == 0 else None
+    drop_file(out)
+    sparse = work / "sparse-2t.img"
+    shutil.copyfile(image, sparse)
+    os.truncate(sparse, 2 << 40)
+    t, done = timed([sys.executable, "-m", "bdekit.cli.main", "hash", str(sparse)])
+    rows["hash on a 2 TB sparse image, seconds"] = t if done.returncode == 0 else None
+    for path in (sparse, mem, *(p for p, _m in images.values())):
+        drop_file(path)
+        drop_file(path.with_suffix(".manifest.json"))
+    for name, value in rows.items():
+        print(f"  {name:46s} {value if value is None else round(value, 2)}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1G")
@@ -337,6 +440,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, metavar="JOBS",
                         help="only `bdekit batch`: jobs/hour of JOBS volumes (of --size) "
                              "with 1, 2 and N local workers")
+    parser.add_argument("--memory", default=None, metavar="SIZE",
+                        help="also bench keys from memory with a memory image of SIZE (e.g. 4G)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--out-dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where outputs go (default /dev/shm: measures the tools, not the "
@@ -406,6 +511,9 @@ def main() -> None:
         if rss:
             results["rss_16g_mb"], results["rss_16g_seconds"] = rss
             print(f"  peak RSS {rss[0]:.0f} MB, {rss[1]:.1f} s")
+    if args.memory:
+        print("\n[keys from memory, hash]")
+        results["memory"] = bench_memory(work, args.seed, parse_size(args.memory))
     shutil.rmtree(out.parent, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

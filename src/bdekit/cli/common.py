@@ -10,7 +10,10 @@ bounded (:mod:`bdekit.image.bounded`).
 
 :func:`build_secrets` turns the options into :class:`Secrets` and keeps the non-secret ones
 (keyring, ``--fix-typos``, ``--max-candidates``, ``--audit-log``) as an
-:class:`~bdekit.unlock.policy.UnlockPolicy` in the click context. Commands that unlock call
+:class:`~bdekit.unlock.policy.UnlockPolicy` in the click context. Keys from outside
+(``--memory``, ``--fvek-file``, ``--vmk-file``) need the volume: they are read, and memory keys
+checked against the volume, by :func:`bdekit.memory.keyopts.load_key_options`, and given to
+the unlock as ``--fvek`` / ``--vmk`` would be. Commands that unlock call
 :func:`cli_unlock` rather than ``volume.unlock``: it runs that policy (audit trail, keyring
 narrowing, typo repair; see :mod:`bdekit.unlock.policy`) and prints what it reports: the
 corrected recovery password, which escrow entry unlocked and the rotation reminder.
@@ -34,6 +37,7 @@ from bdekit.errors import UsageError
 from bdekit.escrow.keyring import load_keyring
 from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.image.bounded import read_bek
+from bdekit.memory.keyopts import load_key_options
 from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
 
@@ -83,6 +87,16 @@ def unlock_options(func: F) -> F:
         click.option("--fvek", default=None, metavar="HEX",
                      help="full volume encryption key in hex (e.g. from memory forensics)"),
         click.option("--vmk", default=None, metavar="HEX", help="volume master key in hex"),
+        click.option("--memory", "memory", multiple=True, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="memory image (raw, LiME, crash dump) to search for the volume's "
+                          "keys; each is validated against the volume (repeatable)"),
+        click.option("--fvek-file", default=None, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="FVEK file: dislocker/MemProcFS .fvek, raw bytes, FVEK[:TWEAK] hex"),
+        click.option("--vmk-file", default=None, metavar="FILE",
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="VMK file: 32 raw bytes, hex, or a VMK key datum"),
         click.option("--keyring", "keyring", multiple=True, metavar="FILE|DIR",
                      type=click.Path(exists=True),
                      help="escrowed recovery keys: Windows recovery key text files, CSV "
@@ -140,6 +154,8 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     policy = UnlockPolicy(audit_log=kwargs.pop("audit_log", None),
                           fix_typos=kwargs.pop("fix_typos", None),
                           max_candidates=kwargs.pop("max_candidates", None))
+    ctx = click.get_current_context(silent=True)
+    _outside_keys(secrets, kwargs, policy, ctx)
     secrets.certificates += _certificates(kwargs)
     ring_paths = list(kwargs.pop("keyring", ()) or ())
     if ring_paths:
@@ -147,7 +163,6 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
         # All of them for now (so that ``secrets.empty`` is false); the policy keeps only the
         # ones that match the volume's protectors.
         secrets.candidates += policy.keyring.candidates()
-    ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[POLICY_KEY] = policy
     protector_options.collect(kwargs, secrets, cli_unlock)
@@ -166,6 +181,21 @@ def _password(kwargs: dict[str, Any]) -> inputs.Sourced | None:
         return inputs.Sourced(value, inputs.FROM_COMMAND_LINE)
     env = os.environ.get(inputs.ENV_PASSWORD)
     return inputs.Sourced(env, f"${inputs.ENV_PASSWORD}") if env is not None else None
+
+
+def _outside_keys(secrets: Secrets, kwargs: dict[str, Any], policy: UnlockPolicy,
+                  ctx: click.Context | None) -> None:
+    """The keys of ``--memory``, ``--fvek-file`` and ``--vmk-file`` (pops them); they need
+    the volume, named by the command's IMAGE argument and ``--offset`` / ``--partition``."""
+    quiet = is_quiet(ctx)
+    load_key_options(secrets, memory=kwargs.pop("memory", ()) or (),
+                     fvek_file=kwargs.pop("fvek_file", None),
+                     vmk_file=kwargs.pop("vmk_file", None),
+                     image=ctx.params.get("image") if ctx else None,
+                     offset=kwargs.get("offset"), partition=kwargs.get("partition"),
+                     audit_log=policy.audit_log, command=command_name(ctx),
+                     progress=sys.stderr.isatty() and not quiet,
+                     echo=None if quiet else _echo_err)
 
 
 def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
@@ -187,7 +217,7 @@ def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
 POLICY_KEY = "bdekit.unlock_policy"
 
 
-def _quiet(ctx: click.Context | None) -> bool:
+def is_quiet(ctx: click.Context | None) -> bool:
     root = ctx.find_root() if ctx is not None else None
     return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("quiet"))
 
@@ -203,9 +233,14 @@ def cli_policy(ctx: click.Context | None = None) -> UnlockPolicy:
     policy = ctx.meta.get(POLICY_KEY) if ctx is not None else None
     if not isinstance(policy, UnlockPolicy):
         policy = UnlockPolicy()
+    return dataclasses.replace(policy, command=command_name(ctx),
+                               announce=None if is_quiet(ctx) else _echo_err)
+
+
+def command_name(ctx: click.Context | None) -> str:
+    """The command for the audit log (``bdekit decrypt``, whatever the program was called)."""
     sub = ctx.command_path.split(" ", 1)[1:] if ctx is not None else []
-    return dataclasses.replace(policy, command=" ".join(["bdekit", *sub]),
-                               announce=None if _quiet(ctx) else _echo_err)
+    return " ".join(["bdekit", *sub])
 
 
 def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | None = None,
@@ -221,7 +256,7 @@ def cli_unlock(volume: UnlockableVolume, secrets: Secrets, ctx: click.Context | 
     if outcome.corrected is not None:
         click.echo(f"Corrected recovery password: {outcome.corrected}",
                    err=json_mode or stdout_taken(ctx))
-    if not _quiet(ctx):
+    if not is_quiet(ctx):
         for line in outcome.notes:
             click.echo(line, err=True)
     return outcome.result

@@ -141,6 +141,8 @@ COMMAND_MODULES = [
     "bdekit.cli.mount",
     "bdekit.cli.synth",
     "bdekit.cli.batch",
+    "bdekit.cli.memory",
+    "bdekit.cli.hash",
 ]
 
 

@@ -87,6 +87,12 @@ class AttemptOutcome(enum.StrEnum):
     UNLOCKED = "unlocked"
     WRONG_KEY = "wrong key"
     USED = "used"
+    #: a key found in a memory image and checked against the volume
+    FOUND_IN_MEMORY = "found in memory"
+    #: a key written to a key file for another tool
+    EXPORTED = "exported"
+    #: an escrowed secret shown to the user
+    DISCLOSED = "disclosed"
 
 
 #: The protection type each password-like kind of secret opens.
