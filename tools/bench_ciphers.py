@@ -2,10 +2,11 @@
 """Measure the throughput of bdekit's sector ciphers, one thread, in MB/s (10^6 bytes/s).
 
 Prints, for each encryption method and direction, the median speed of
-``SectorCipher.decrypt`` / ``encrypt`` on the pure numpy path and on the native kernel over chunks of ``--chunk-mib`` MiB of
-``--sector-size``-byte sectors (into a second buffer, or in place with ``--inplace``), plus two
-references: raw OpenSSL AES-ECB over the same chunk (the ceiling for any mode) and AES-XTS done
-the obvious way, one ``cryptography`` XTS call per sector.
+``SectorCipher.decrypt`` / ``encrypt`` on the pure numpy path and on the native kernel, over
+chunks of ``--chunk-mib`` MiB of ``--sector-size``-byte sectors (into a second buffer, or in
+place with ``--inplace``), plus two references: raw OpenSSL AES-ECB over the same chunk (the
+ceiling for any mode) and AES-XTS done the obvious way, one ``cryptography`` XTS call per
+sector.
 
     python tools/bench_ciphers.py [--chunk-mib 4] [--sector-size 512] [--seconds 1.0] [--inplace]
 """
