@@ -111,20 +111,15 @@ class _NativeCipher(SectorCipher):
 
     def _views(self, src: ReadableBuffer, dst: WritableBuffer,
                offset: int) -> tuple[memoryview, memoryview]:
-        """Flat byte views of the buffers, after the same checks as the pure path."""
+        """Flat byte views of the buffers, after the same checks as the pure path (in place,
+        ``src is dst``, is the common case of a volume read: one view, no overlap test)."""
         try:
-            s = src.data if isinstance(src, np.ndarray) else memoryview(src)
-            d = dst.data if isinstance(dst, np.ndarray) else memoryview(dst)
-        except TypeError as exc:
-            raise UsageError(f"buffers must be contiguous and bytes-like: {exc}") from None
-        if not (s.c_contiguous and d.c_contiguous):
-            raise UsageError("source and destination buffers must be C-contiguous")
+            d = _byte_view(dst)
+            s = d if src is dst else _byte_view(src)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"buffers must be C-contiguous and bytes-like: {exc}") from None
         if d.readonly:
             raise UsageError("destination buffer is read-only")
-        if s.ndim != 1 or s.itemsize != 1:
-            s = s.cast("B")
-        if d.ndim != 1 or d.itemsize != 1:
-            d = d.cast("B")
         n = s.nbytes
         ss = self.sector_size
         if n != d.nbytes:
@@ -136,7 +131,7 @@ class _NativeCipher(SectorCipher):
             raise UsageError(f"offset {offset} is not a multiple of the sector size {ss}")
         if offset + n > 1 << 64:
             raise UsageError(f"offset {offset} is beyond the 64-bit range")
-        if _kernel().alias(s, d) == 2:
+        if s is not d and _kernel().alias(s, d) == 2:
             s = memoryview(bytes(s))  # partial overlap: the kernels handle src is dst only
         return s, d
 
@@ -153,6 +148,16 @@ class _NativeCipher(SectorCipher):
             k.cbc_encrypt_step(row, s, d, ivs, j, ss)
             ctx.update_into(part, row)
         k.cbc_encrypt_step(row, s, d, ivs, blocks, ss)
+
+
+def _byte_view(buf: ReadableBuffer) -> memoryview:
+    """A flat unsigned-byte view of a C-contiguous buffer (TypeError / ValueError if not)."""
+    view = buf.data if isinstance(buf, np.ndarray) else memoryview(buf)
+    if not view.c_contiguous:
+        raise ValueError("not C-contiguous")
+    if view.ndim != 1 or view.itemsize != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
 
 
 def _kernel() -> ModuleType:
