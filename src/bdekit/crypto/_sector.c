@@ -31,7 +31,9 @@
 #endif
 
 /* Tiles at least this big are processed with the GIL released. */
+#ifndef GIL_FREE_BYTES
 #define GIL_FREE_BYTES 65536
+#endif
 
 #if defined(__GNUC__) || defined(__clang__)
 #define LANES 8
