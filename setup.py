@@ -12,6 +12,7 @@ setup(
         Extension(
             "bdekit.crypto._sector",
             sources=["src/bdekit/crypto/_sector.c"],
+            depends=["src/bdekit/crypto/_sector_diffuser.h"],
             optional=True,
         ),
     ],
