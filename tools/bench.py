@@ -80,6 +80,7 @@ def build_image(work: Path, method: str, size: int, seed: int) -> tuple[Path, di
     manifest_path = work / f"bench-{method}-{size // MiB}M.manifest.json"
     if not image.exists() or not manifest_path.exists():
         drop_file(image)
+        drop_file(manifest_path)  # synth create refuses to overwrite it
         cmd = [sys.executable, "-m", "bdekit.cli.main", "synth", "create", str(image),
                "--size", str(size), "--method", method, "--seed", str(seed),
                "--recovery-password", "auto", "--manifest", str(manifest_path)]
