@@ -23,7 +23,6 @@ calls. Scratch buffers and OpenSSL contexts are per thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from types import ModuleType
 
 import numpy as np
@@ -59,8 +58,8 @@ class _Local(threading.local):
     """Per-thread scratch: growable buffers (with the block of slack ``update_into`` wants)
     and the cipher's OpenSSL ECB contexts."""
 
-    def __init__(self, contexts: Callable[[], tuple[CipherContext, ...]]) -> None:
-        self.contexts = contexts()
+    def __init__(self, keys: tuple[tuple[bytes, bool], ...]) -> None:
+        self.contexts = tuple(_ecb_context(key, encrypt=enc) for key, enc in keys)
         self.buffers: dict[str, memoryview] = {}
 
     def buffer(self, name: str, nbytes: int) -> memoryview:
@@ -78,13 +77,11 @@ class _NativeCipher(SectorCipher):
     def __init__(self, method: EncryptionMethod, sector_size: int,
                  keys: tuple[tuple[bytes, bool], ...]) -> None:
         super().__init__(method, sector_size)
-        self._ecb_keys = keys
         self._tile = max(sector_size, _TILE_BYTES // sector_size * sector_size)
         self._encrypt_tile = max(_ENCRYPT_TILE[0], _ENCRYPT_TILE[1] * sector_size)
-        self._tls = _Local(self._contexts)
-
-    def _contexts(self) -> tuple[CipherContext, ...]:
-        return tuple(_ecb_context(key, encrypt=enc) for key, enc in self._ecb_keys)
+        # the per-thread state holds the keys, not the cipher: no reference cycle, so a cipher
+        # and its buffers go as soon as the last reference does
+        self._tls = _Local(keys)
 
     def decrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
         s, d = self._views(src, dst, offset)
