@@ -1,5 +1,8 @@
 """Tests of bdekit.ciphers: published XTS vectors, independent references, real images.
 
+Every test runs twice, on the pure numpy path and on the native kernel (the ``backend``
+fixture; the native half skips when the C extension is not built).
+
 Independent sources: the IEEE 1619-2007 XTS-AES vectors (typed in below as published), the
 ``cryptography`` package's own XTS and CBC modes applied one sector at a time, a literal
 pure-Python transcription of the Elephant diffuser formulas, and volumes encrypted by Windows
@@ -26,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bdekit.crypto import ciphers
+from bdekit.crypto import ciphers, diffuser, native
 from bdekit.crypto.ciphers import SectorCipher, make_cipher
 from bdekit.errors import UnsupportedError, UsageError
 from bdekit.format.constants import EncryptionMethod
@@ -44,6 +47,21 @@ def rand_bytes(rng: random.Random, n: int) -> bytes:
 
 def key_for(method: EncryptionMethod, rng: random.Random) -> bytes:
     return rng.randbytes(method.fvek_size)
+
+
+@pytest.fixture(scope="module", params=["pure", "native"], autouse=True)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module on both paths: make_cipher follows BDEKIT_PURE."""
+    if request.param == "native" and not native.available():
+        pytest.skip("the native sector kernel is not built")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BDEKIT_PURE", "1" if request.param == "pure" else "0")
+        yield str(request.param)
+
+
+def test_backend_is_the_one_asked_for(backend: str) -> None:
+    for method in (M.AES_128_CBC, M.AES_256_XTS, M.AES_128_CBC_DIFFUSER):
+        assert make_cipher(method, bytes(method.fvek_size)).backend == backend
 
 
 # -- IEEE 1619-2007 XTS-AES test vectors --------------------------------------------------------
@@ -461,7 +479,9 @@ def tiling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     if request.param == "tiny-tiles":
         monkeypatch.setattr(ciphers, "_TILE_BYTES", 3 * 512)
         monkeypatch.setattr(ciphers, "_CBC_ENCRYPT_TILE", (2 * 512, 1))
-        monkeypatch.setattr(ciphers, "_DIFFUSER_TILE", (5 * 512, 1))
+        monkeypatch.setattr(diffuser, "_DIFFUSER_TILE", (5 * 512, 1))
+        monkeypatch.setattr(native, "_TILE_BYTES", 3 * 512)
+        monkeypatch.setattr(native, "_ENCRYPT_TILE", (2 * 512, 1))
     return str(request.param)
 
 

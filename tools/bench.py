@@ -4,14 +4,16 @@
 Run from a checkout after ``pip install -e .[peers]``::
 
     python tools/bench.py                     # 1 GiB per method, work dir ./bench-work
-    python tools/bench.py --size 2G --methods aes-xts-128 --keep
+    python tools/bench.py --size 2G --methods aes-xts-128 --keep --paths native
 
 For each method it builds one synthetic image with ``bdekit synth create`` (fully written,
 512-byte sectors, a recovery password protector), then times in the same run:
 
-* ``bdekit decrypt`` image to image (page-cached input): the streamed decrypt as its report
-  times it (read, decrypt, write, SHA-256 of the output, fsync), and the whole command
-  (Python start-up and the 1,048,576-round key stretch included);
+* ``bdekit decrypt`` image to image (page-cached input), on the native sector kernel and on the
+  pure numpy path (``BDEKIT_PURE=1``): the streamed decrypt as its report times it (read,
+  decrypt, write, fsync; ``--no-hash`` and with the SHA-256 of the output) for each thread count
+  of ``--threads`` (the scaling curve), and the whole command (Python start-up and the
+  1,048,576-round key stretch included) at the highest thread count;
 * ``bdekit decrypt IMAGE -`` into a pipe (``| cat > /dev/null``), as its report times it: the
   stream output (writes in order, holes written as zeros) against the file output (target:
   at least 90 %);
@@ -19,14 +21,17 @@ For each method it builds one synthetic image with ``bdekit synth create`` (full
 * ``dislocker-file`` (image to image, whole command; it supports every method here);
 * dissect.fve (read loop; it is slow, so it reads only ``--dissect-mib`` MiB and the rate is
   extrapolated from that);
-* ``cp`` of the image (the I/O limit) and OpenSSL's raw AES speed on one core (the CPU limit).
+* ``cp`` of the image (the I/O limit), ``sha256sum`` of the image (the hash limit) and
+  OpenSSL's raw AES speed on one core (the CPU limit);
+* random 4 KiB reads per second (seek + read, the same offsets, page-cached) through
+  ``open_volume`` on both paths and through libbde (pybde).
 
 Outputs go to ``--out-dir`` (default ``/dev/shm``), the same place for every tool, so the
 numbers measure the tools rather than the disk; ``bdekit decrypt`` still fsyncs its output.
-
-It also measures random 4 KiB reads per second through ``open_volume`` and, with
-``--big-rss``, the peak RSS of decrypting a 16 GiB used-space-only image to /dev/null.
-Peers that are not installed are reported as such. Nothing here is a unit test.
+With ``--big-rss``, the peak RSS of decrypting a 16 GiB used-space-only image to /dev/null;
+with ``--fuse``, random reads through a FUSE mount. The load average is printed with the
+results: other processes on the machine skew every number. Peers that are not installed are
+reported as such. Nothing here is a unit test.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ def build_image(work: Path, method: str, size: int, seed: int) -> tuple[Path, di
     manifest_path = work / f"bench-{method}-{size // MiB}M.manifest.json"
     if not image.exists() or not manifest_path.exists():
         drop_file(image)
+        drop_file(manifest_path)  # synth create refuses to overwrite it
         cmd = [sys.executable, "-m", "bdekit.cli.main", "synth", "create", str(image),
                "--size", str(size), "--method", method, "--seed", str(seed),
                "--recovery-password", "auto", "--manifest", str(manifest_path)]
@@ -96,7 +102,7 @@ def recovery_password(manifest: dict[str, Any]) -> str:
 
 
 def bench_bdekit(image: Path, out: Path, rp: str, threads: int | None, *,
-                 no_hash: bool = False) -> tuple[float, float] | None:
+                 no_hash: bool = False, pure: bool = False) -> tuple[float, float] | None:
     """(wall seconds of the whole command, seconds of the streamed decrypt from its report)."""
     drop_file(out)
     report = out.with_suffix(".report.json")
@@ -106,7 +112,7 @@ def bench_bdekit(image: Path, out: Path, rp: str, threads: int | None, *,
         cmd.append("--no-hash")
     if threads:
         cmd += ["--threads", str(threads)]
-    elapsed, proc = timed(cmd)
+    elapsed, proc = timed(cmd, env={**os.environ, "BDEKIT_PURE": "1" if pure else "0"})
     drop_file(out)
     if proc.returncode not in (0, 6):
         print("  bdekit failed:", proc.stderr.decode(errors="replace").strip())
@@ -223,30 +229,160 @@ def openssl_speed(method: str) -> float | None:
     return best
 
 
-def random_reads(image: Path, rp: str, count: int = 20000) -> float:
+READS_CODE = """
+import random, sys, time
+image, secret, count, which = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+span = int(sys.argv[5]) // 4096
+rng = random.Random(7)
+offsets = [rng.randrange(span) * 4096 for _ in range(count)]
+if which == "libbde":
+    import pybde
+    v = pybde.volume(); v.set_recovery_password(secret); v.open(image)
+    def read(o):
+        v.seek_offset(o, 0); v.read_buffer(4096)
+else:
     from bdekit.volume.bde import open_volume
+    s = open_volume(image, recovery_password=secret)
+    assert s.volume.cipher.backend == which, s.volume.cipher.backend
+    def read(o):
+        s.seek(o); s.read(4096)
+read(offsets[0])
+best = 0.0
+for _ in range(3):
+    t = time.perf_counter()
+    for o in offsets:
+        read(o)
+    best = max(best, count / (time.perf_counter() - t))
+print(best)
+"""
 
-    stream = open_volume(image, recovery_password=rp)
-    volume = stream.volume
-    rng = random.Random(7)
-    offsets = [rng.randrange(0, volume.volume_size // 4096) * 4096 for _ in range(count)]
-    buf = bytearray(4096)
-    start = time.perf_counter()
-    for off in offsets:
-        volume.read_into(off, buf)
-    return count / (time.perf_counter() - start)
 
-
-def fuse_reads(image: Path, rp: str) -> dict[str, Any] | None:
-    """tools/bench_fuse.py: the same random ranges through a FUSE mount and open_volume."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        from bench_fuse import fuse_vs_direct  # type: ignore[import-not-found]
-
-        return fuse_vs_direct(image, {"recovery_password": rp}, count=10000, rounds=3)
-    except Exception as exc:  # FUSE unavailable here: say so, keep benchmarking
-        print(f"  FUSE benchmark unavailable: {exc}")
+def random_reads(image: Path, rp: str, which: str, count: int) -> float | None:
+    """Random 4 KiB reads/s (seek + read, best of 3 passes over the same ``count`` offsets)
+    through ``open_volume`` (``which``: native, pure) or libbde, in a fresh process."""
+    env = {**os.environ, "BDEKIT_PURE": "1" if which == "pure" else "0"}
+    proc = subprocess.run([sys.executable, "-c", READS_CODE, str(image), rp, str(count), which,
+                           str(image.stat().st_size)], capture_output=True, env=env)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        print(f"  random reads ({which}) unavailable:", err[-1] if err else "?")
         return None
+    return float(proc.stdout.decode().strip())
+
+
+def bench_sha256sum(image: Path) -> float | None:
+    tool = shutil.which("sha256sum")
+    if not tool:
+        return None
+    elapsed, _ = timed([tool, str(image)])
+    return elapsed
+
+
+def bench_method(args: argparse.Namespace, method: str, size: int, work: Path,
+                 out: Path) -> dict[str, float | None]:
+    """Every row of one method (MB/s, or reads/s for rows whose name ends so)."""
+    image, manifest = build_image(work, method, size, args.seed)
+    rp = recovery_password(manifest)
+    warm(image)
+    row: dict[str, float | None] = {}
+    threads = [int(n) for n in args.threads.split(",")]
+    for path in args.paths.split(","):
+        pure = path == "pure"
+        for n in threads:
+            times = bench_bdekit(image, out, rp, n, no_hash=True, pure=pure)
+            row[f"bdekit {path} --no-hash, {n} thr"] = size / times[1] / 1e6 if times else None
+        times = bench_bdekit(image, out, rp, threads[-1], pure=pure)
+        row[f"bdekit {path} sha256, {threads[-1]} thr"] = size / times[1] / 1e6 if times else None
+        row[f"bdekit {path} whole command"] = size / times[0] / 1e6 if times else None
+    t = bench_stream(image, out, rp, threads[-1])
+    row["bdekit into a pipe"] = size / t / 1e6 if t else None
+    if not args.no_peers:
+        t = bench_pybde(image, rp)
+        row["libbde"] = size / t / 1e6 if t else None
+        t = bench_dislocker(image, out, rp)
+        row["dislocker"] = size / t / 1e6 if t else None
+        spb = bench_dissect(image, rp, args.dissect_mib)
+        row["dissect.fve"] = 1 / spb / 1e6 if spb else None
+    row["cp (I/O limit)"] = size / bench_cp(image, out) / 1e6
+    t = bench_sha256sum(image)
+    row["sha256sum (hash limit)"] = size / t / 1e6 if t else None
+    row["openssl 1 core (CPU limit)"] = openssl_speed(method)
+    for path in args.paths.split(","):
+        count = args.reads if path == "native" else max(200, args.reads // 10)
+        row[f"open_volume {path} 4K reads/s"] = random_reads(image, rp, path, count)
+    if not args.no_peers:
+        row["libbde 4K reads/s"] = random_reads(image, rp, "libbde", args.reads)
+    if args.fuse:
+        row["bdekit mount 4K reads/s"] = mount_reads(image, rp, "bdekit")
+        if not args.no_peers:
+            row["bdemount 4K reads/s"] = mount_reads(image, rp, "bdemount")
+    if not args.keep:
+        drop_file(image)
+    return row
+
+
+def print_row(row: dict[str, float | None]) -> None:
+    base = next((v for k, v in row.items() if k.startswith("bdekit native sha256")), None)
+    base = base or next((v for k, v in row.items() if "sha256" in k and "bdekit" in k), None)
+    for name, value in row.items():
+        if value is None:
+            print(f"  {name:36s} n/a")
+        elif name.endswith("reads/s"):
+            print(f"  {name:36s} {value:10.0f}")
+        else:
+            ratio = ""
+            if base and not name.startswith("bdekit") and value:
+                ratio = f"   bdekit = {base / value:.2f}x"
+            print(f"  {name:36s} {value:10.0f} MB/s{ratio}")
+
+
+def mount_reads(image: Path, rp: str, tool: str, count: int = 10000) -> float | None:
+    """Random 4 KiB preads/s on the file of a FUSE mount of ``image`` by ``tool`` ("bdekit":
+    ``bdekit mount --foreground``, "bdemount": libbde's), distinct offsets, the mounted file's
+    page cache dropped before each of 3 passes (best pass)."""
+    exe = shutil.which("bdemount") if tool == "bdemount" else sys.executable
+    if exe is None:
+        print(f"  {tool} not installed")
+        return None
+    mnt = Path(tempfile.mkdtemp(prefix=f"bench-{tool}-"))
+    if tool == "bdemount":
+        cmd = [exe, "-r", rp, str(image), str(mnt)]
+        env = dict(os.environ)
+    else:
+        cmd = [exe, "-m", "bdekit.cli.main", "-q", "mount", "--foreground", str(image),
+               str(mnt)]
+        env = {**os.environ, "BDEKIT_RECOVERY_PASSWORD": rp}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rng = random.Random(11)
+    span = image.stat().st_size // 4096
+    offsets = [i * 4096 for i in rng.sample(range(span), min(span, 3 * count))]
+    best = 0.0
+    try:
+        target = mnt / "bde1"
+        deadline = time.monotonic() + 60
+        while not target.exists():
+            if time.monotonic() > deadline or (tool != "bdemount" and proc.poll() is not None):
+                print(f"  {tool} mount failed")
+                return None
+            time.sleep(0.05)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            for k in range(3):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                part = offsets[k * count:(k + 1) * count]
+                start = time.perf_counter()
+                for off in part:
+                    os.pread(fd, 4096, off)
+                best = max(best, len(part) / (time.perf_counter() - start))
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run(["fusermount", "-u", str(mnt)], capture_output=True, check=False)
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(mnt, ignore_errors=True)
+    return best
 
 
 def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
@@ -425,12 +561,17 @@ def bench_memory(work: Path, seed: int, memory_size: int) -> dict[str, Any]:
 
 
 def main() -> None:
+    cpus = os.cpu_count() or 1
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="1G")
     parser.add_argument("--methods", default="aes-xts-128,aes-cbc-128,aes-cbc-128-diffuser")
     parser.add_argument("--work", default="bench-work")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", default=",".join(str(n) for n in range(1, cpus + 1)),
+                        help="thread counts of the scaling curve, comma-separated")
+    parser.add_argument("--paths", default="native,pure",
+                        help="cipher paths to time: native (the C kernel), pure (numpy)")
+    parser.add_argument("--reads", type=int, default=20000, help="random 4 KiB reads per pass")
     parser.add_argument("--dissect-mib", type=int, default=16)
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--big-rss", action="store_true", help="16 GiB peak-RSS run")
@@ -451,8 +592,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="bdekit-bench-out-", dir=args.out_dir or work)) / "out.img"
-    results: dict[str, Any] = {"size": size, "cpus": os.cpu_count(), "methods": {}}
-    print(f"bdekit benchmark: {size / MiB:.0f} MiB per image, {os.cpu_count()} CPUs")
+    results: dict[str, Any] = {"size": size, "cpus": cpus, "methods": {}}
+    print(f"bdekit benchmark: {size / MiB:.0f} MiB per image, {cpus} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
     if args.batch:
         print(f"\n[bdekit batch, {args.batch} AES-XTS-128 volumes]")
         results["batch_jobs_per_hour"] = bench_batch(work, args.out_dir, args.batch, size,
@@ -460,51 +602,11 @@ def main() -> None:
         args.methods = ""
     for method in filter(None, args.methods.split(",")):
         print(f"\n[{method}]")
-        image, manifest = build_image(work, method, size, args.seed)
-        rp = recovery_password(manifest)
-        warm(image)
-        row: dict[str, float | None] = {}
-        times = bench_bdekit(image, out, rp, args.threads)
-        row["bdekit"] = size / times[1] / 1e6 if times else None
-        row["bdekit, whole command"] = size / times[0] / 1e6 if times else None
-        times = bench_bdekit(image, out, rp, args.threads, no_hash=True)
-        row["bdekit --no-hash"] = size / times[1] / 1e6 if times else None
-        t = bench_stream(image, out, rp, args.threads)
-        row["bdekit into a pipe"] = size / t / 1e6 if t else None
-        if row["bdekit into a pipe"] and row["bdekit"]:
-            print(f"  pipe / file output: {row['bdekit into a pipe'] / row['bdekit'] * 100:.0f} %"
-                  " (target: at least 90 %)")
-        if not args.no_peers:
-            t = bench_pybde(image, rp)
-            row["libbde"] = size / t / 1e6 if t else None
-            t = bench_dislocker(image, out, rp)
-            row["dislocker"] = size / t / 1e6 if t else None
-            spb = bench_dissect(image, rp, args.dissect_mib)
-            row["dissect.fve"] = 1 / spb / 1e6 if spb else None
-        t = bench_cp(image, out)
-        row["cp (I/O limit)"] = size / t / 1e6
-        row["openssl 1 core (CPU limit)"] = openssl_speed(method)
-        if method == "aes-xts-128":
-            row["open_volume random 4K reads/s"] = random_reads(image, rp)
-            if args.fuse:
-                fuse = fuse_reads(image, rp)
-                if fuse:
-                    row["FUSE random 4K reads/s"] = fuse["fuse"]
-                    row["open_volume (same ranges) reads/s"] = fuse["direct"]
-                    print(f"  FUSE / open_volume random reads: {fuse['ratio'] * 100:.0f} %")
+        row = bench_method(args, method, size, work, out)
         results["methods"][method] = row
-        for name, value in row.items():
-            if value is None:
-                print(f"  {name:32s} n/a")
-            elif name.endswith("reads/s"):
-                print(f"  {name:32s} {value:10.0f}")
-            else:
-                ratio = ""
-                if row.get("bdekit") and not name.startswith("bdekit") and value:
-                    ratio = f"   bdekit = {row['bdekit'] / value:.1f}x"
-                print(f"  {name:32s} {value:10.0f} MB/s{ratio}")
-        if not args.keep:
-            drop_file(image)
+        print_row(row)
+    results["load_average"] = os.getloadavg()[0]
+    print(f"\nload average at the end: {results['load_average']:.1f}")
     if args.big_rss:
         print("\n[16 GiB used-space-only image, decrypt to /dev/null]")
         rss = big_rss(work, args.seed)

@@ -2,10 +2,11 @@
 """Measure the throughput of bdekit's sector ciphers, one thread, in MB/s (10^6 bytes/s).
 
 Prints, for each encryption method and direction, the median speed of
-``SectorCipher.decrypt`` / ``encrypt`` over chunks of ``--chunk-mib`` MiB of
-``--sector-size``-byte sectors (into a second buffer, or in place with ``--inplace``), plus two
-references: raw OpenSSL AES-ECB over the same chunk (the ceiling for any mode) and AES-XTS done
-the obvious way, one ``cryptography`` XTS call per sector.
+``SectorCipher.decrypt`` / ``encrypt`` on the pure numpy path and on the native kernel, over
+chunks of ``--chunk-mib`` MiB of ``--sector-size``-byte sectors (into a second buffer, or in
+place with ``--inplace``), plus two references: raw OpenSSL AES-ECB over the same chunk (the
+ceiling for any mode) and AES-XTS done the obvious way, one ``cryptography`` XTS call per
+sector.
 
     python tools/bench_ciphers.py [--chunk-mib 4] [--sector-size 512] [--seconds 1.0] [--inplace]
 """
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bdekit.crypto.ciphers import make_cipher
+from bdekit.crypto.ciphers import make_cipher, native_available
 from bdekit.format.constants import EncryptionMethod
 
 
@@ -74,12 +75,18 @@ def main() -> None:
     print(f"{'xts-128 per-sector cryptography':34s} {per_sector:9.0f}")
 
     dst = memoryview(out)[:size]
+    paths = [True, False] if native_available() else [True]
+    print(f"{'':34s} " + " ".join(f"{'pure' if p else 'native':>9s}" for p in paths))
     for method in EncryptionMethod:
-        cipher = make_cipher(method, os.urandom(max(method.fvek_size, 16)), ss)
-        dec = rate(lambda c=cipher: c.decrypt(buf, dst, offset), size, args.seconds)
-        enc = rate(lambda c=cipher: c.encrypt(buf, dst, offset), size, args.seconds)
-        print(f"{method.label + ' decrypt':34s} {dec:9.0f}")
-        print(f"{method.label + ' encrypt':34s} {enc:9.0f}")
+        key = os.urandom(max(method.fvek_size, 16))
+        for direction in ("decrypt", "encrypt"):
+            rates = []
+            for pure in paths:
+                cipher = make_cipher(method, key, ss, pure=pure)
+                fn = getattr(cipher, direction)
+                rates.append(rate(lambda f=fn: f(buf, dst, offset), size, args.seconds))
+            print(f"{method.label + ' ' + direction:34s} "
+                  + " ".join(f"{r:9.0f}" for r in rates))
 
 
 if __name__ == "__main__":

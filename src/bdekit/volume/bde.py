@@ -259,25 +259,31 @@ class BdeVolume:
         return length
 
     def _read_aligned(self, offset: int, out: memoryview) -> None:
+        seg = self.map.segment_at(offset, len(out)) if self.map is not None else None
+        if seg is not None:  # the common small read: one segment, no runs to plan
+            self._read_run(seg.kind, offset + seg.delta, seg.encrypted, out)
+            return
         pos = 0
         for run in self.plan(offset, len(out)):
             dst = out[pos:pos + run.length]
             pos += run.length
-            kind = run.kind
-            if kind in (RunKind.ZERO, RunKind.MISSING):
-                dst[:] = bytes(len(dst))
-                continue
-            n = self._fill(run.source, dst)
-            if n < len(dst):
-                dst[n:] = b"\0" * (len(dst) - n)
-            if kind == RunKind.GUESSED:
-                decide_sectors(dst, run.source, self.cipher, self.sector_size, run.encrypted)
-            elif kind == RunKind.VISTA_HEADER:
-                dst[3:11] = b"NTFS    "
-                dst[0x38:0x40] = int(self.metadata.block_header.virtualized_offset).to_bytes(
-                    8, "little")
-            elif run.encrypted and self.cipher is not None:
-                self.cipher.decrypt(dst, dst, run.source)
+            self._read_run(run.kind, run.source, run.encrypted, dst)
+
+    def _read_run(self, kind: RunKind, source: int, encrypted: bool, dst: memoryview) -> None:
+        if kind in (RunKind.ZERO, RunKind.MISSING):
+            dst[:] = bytes(len(dst))
+            return
+        n = self._fill(source, dst)
+        if n < len(dst):
+            dst[n:] = b"\0" * (len(dst) - n)
+        if kind == RunKind.GUESSED:
+            decide_sectors(dst, source, self.cipher, self.sector_size, encrypted)
+        elif kind == RunKind.VISTA_HEADER:
+            dst[3:11] = b"NTFS    "
+            dst[0x38:0x40] = int(self.metadata.block_header.virtualized_offset).to_bytes(
+                8, "little")
+        elif encrypted and self.cipher is not None:
+            self.cipher.decrypt(dst, dst, source)
 
     def _fill(self, source_offset: int, dst: memoryview) -> int:
         return int(self.source.readinto_at(source_offset, dst))

@@ -141,6 +141,15 @@ class SegmentMap:
             pos = stop
             i += 1
 
+    def segment_at(self, offset: int, length: int) -> Segment | None:
+        """The segment holding all of [offset, offset + length), or None when the range
+        crosses a boundary or the end (a small read's fast path: no runs to build)."""
+        i = bisect.bisect_right(self.starts, offset) - 1
+        end = self.starts[i + 1] if i + 1 < len(self.starts) else self.size
+        if i < 0 or offset + length > end:
+            return None
+        return self.segs[i]
+
     def __len__(self) -> int:
         return len(self.segs)
 
