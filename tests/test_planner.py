@@ -296,27 +296,29 @@ def test_spans_in_doubt_are_guessed() -> None:
     """Doubts become GUESSED runs whose fallback is the serving bitmap's state; the relocated
     block in doubt is guessed at its relocated source; a state its boot sector proved wins;
     the boot paints replace the first sectors last (expected runs written out by hand)."""
-    eow = EowLayout(chunk_size=4 * SS, regions=[(8 * SS, 56 * SS, bytes([0b0000_0101]), 14)],
+    # chunks of 4 sectors from sector 8: 0 and 2 encrypted, 1 and 3-7 plain, 8 encrypted,
+    # 9-13 plain
+    eow = EowLayout(chunk_size=4 * SS,
+                    regions=[(8 * SS, 56 * SS, bytes([0b0000_0101, 0b0000_0001]), 14)],
                     reserved=[], doubts=[(10 * SS, 20 * SS, Doubt.RECORD_DAMAGED),
                                          (40 * SS, 44 * SS, Doubt.NO_BITMAP)])
     layout = _layout(eow=eow, relocated=(40 * SS, 2 * SS), reserved=[(40 * SS, 2 * SS)])
     assert _plan(layout) == [
-        (RunKind.GUESSED, 0, 2 * SS, 40 * SS, False),  # the relocated block: chunk 8 is plain
-        (RunKind.ENCRYPTED, 2 * SS, 6 * SS, 2 * SS, True),  # outside every region
-        (RunKind.ENCRYPTED, 8 * SS, 2 * SS, 8 * SS, True),  # chunk 0
-        (RunKind.GUESSED, 10 * SS, 2 * SS, 10 * SS, True),
-        (RunKind.GUESSED, 12 * SS, 4 * SS, 12 * SS, False),  # chunk 1 is plain
-        (RunKind.GUESSED, 16 * SS, 4 * SS, 16 * SS, True),
-        (RunKind.ENCRYPTED, 20 * SS, 20 * SS, 20 * SS, True),
-        (RunKind.ZERO, 40 * SS, 2 * SS, 40 * SS, False),
-        (RunKind.GUESSED, 42 * SS, 2 * SS, 42 * SS, False),
-        (RunKind.PLAIN, 44 * SS, 20 * SS, 44 * SS, False)]  # chunks 9-13: past the bits set
+        (RunKind.GUESSED, 0, 2 * SS, 40 * SS, True),  # the relocated block lies in chunk 8
+        (RunKind.ENCRYPTED, 2 * SS, 8 * SS, 2 * SS, True),  # outside every region, chunk 0
+        (RunKind.GUESSED, 10 * SS, 2 * SS, 10 * SS, True),  # chunk 0
+        (RunKind.GUESSED, 12 * SS, 4 * SS, 12 * SS, False),  # chunk 1
+        (RunKind.GUESSED, 16 * SS, 4 * SS, 16 * SS, True),  # chunk 2
+        (RunKind.PLAIN, 20 * SS, 20 * SS, 20 * SS, False),  # chunks 3-7
+        (RunKind.ZERO, 40 * SS, 2 * SS, 40 * SS, False),  # the relocated block itself
+        (RunKind.GUESSED, 42 * SS, 2 * SS, 42 * SS, True),  # chunk 8
+        (RunKind.PLAIN, 44 * SS, 20 * SS, 44 * SS, False)]  # chunks 9-13
     proved = dataclasses.replace(layout, relocated_state=True,
                                  boot=((0, SS, RunKind.RELOCATED, 63 * SS, True),
                                        (SS, 2 * SS, RunKind.ZERO, 0, False)))
     assert _plan(proved)[:3] == [(RunKind.RELOCATED, 0, SS, 63 * SS, True),
                                  (RunKind.ZERO, SS, SS, SS, False),
-                                 (RunKind.ENCRYPTED, 2 * SS, 6 * SS, 2 * SS, True)]
+                                 (RunKind.ENCRYPTED, 2 * SS, 8 * SS, 2 * SS, True)]
 
 
 def _model(layout: VolumeLayout) -> list[tuple[RunKind, int, bool]]:

@@ -137,6 +137,9 @@ def plan_unlock_inputs(plan: PathPlan, kwargs: dict[str, Any]) -> None:
     plan.add_inputs("keyring", kwargs.get("keyring"))
     plan.add_inputs("certificate", kwargs.get("certificate"))
     plan.add_input("certificate key", kwargs.get("certificate_key"))
+    plan.add_input("OS volume image", kwargs.get("auto_unlock_from"))
+    plan.add_inputs("OS volume BEK file", kwargs.get("os_bek"))
+    plan.add_input("SYSTEM hive", kwargs.get("system_hive"))
     plan.add_audit_log(kwargs.get("audit_log"))
 
 

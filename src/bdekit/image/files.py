@@ -10,7 +10,8 @@ synthetic-image manifests, startup-key files) goes through :func:`write_atomic`:
    POSIX, a reader sees the old file or the new one, never a mix);
 3. the directory is fsync'ed so the rename itself survives a crash.
 
-On any error the temporary file is removed and the target is left as it was. A symbolic link
+On any error the temporary file is removed and the target is left as it was (an ``OSError``
+without a file name, such as a full disk, names the target). A symbolic link
 is followed (the file it names is replaced); a target that exists and is not a regular file
 (``/dev/stdout``, a FIFO) cannot be replaced and is written in place.
 
@@ -76,9 +77,12 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str, *,
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno:
+            # ENOSPC, EIO... from a write name no file: say which one
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), target) from None
         raise
     fsync_dir(os.path.dirname(target))
 

@@ -95,7 +95,9 @@ class Report:
         """Write the report as indented JSON, atomically (``-``: standard output)."""
         text = json.dumps(self.to_json(), indent=2) + "\n"
         if os.fspath(path) == "-":
-            os.write(1, text.encode("utf-8"))
+            view = memoryview(text.encode("utf-8"))
+            while len(view):
+                view = view[os.write(1, view):]
             return
         write_atomic(path, text, mode=mode)
 

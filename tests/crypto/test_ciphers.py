@@ -33,12 +33,13 @@ from bdekit.crypto import ciphers, diffuser, native
 from bdekit.crypto.ciphers import SectorCipher, make_cipher
 from bdekit.errors import UnsupportedError, UsageError
 from bdekit.format.constants import EncryptionMethod
+from tests.conftest import REAL_DIR
 
 M = EncryptionMethod
 DIFFUSERS = (M.AES_128_CBC_DIFFUSER, M.AES_256_CBC_DIFFUSER)
 CBCS = (M.AES_128_CBC, M.AES_256_CBC)
 XTSS = (M.AES_128_XTS, M.AES_256_XTS)
-REAL_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "real-images"
+REAL_IMAGES = REAL_DIR
 
 
 def rand_bytes(rng: random.Random, n: int) -> bytes:
