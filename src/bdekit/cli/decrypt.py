@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
+from bdekit.cli.report import guard_html, html_option, job_outputs, write_report_html
 from bdekit.errors import EXIT_PARTIAL
 from bdekit.image.salvage import open_salvaged
 from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
 from bdekit.pipeline.report import Report
+from bdekit.recovery.repair import command_line
 from bdekit.volume.bde import BdeVolume
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +36,7 @@ def decrypt_options(func: F) -> F:
     func = click.option("--chunk-size", type=click.IntRange(4096, 256 << 20),
                         default=DEFAULT_CHUNK, hidden=True)(func)
     func = click.option("--no-hash", is_flag=True, help="skip the SHA-256 of the output")(func)
+    func = html_option(func)
     return func
 
 
@@ -49,6 +52,7 @@ def print_damage(report: Report, limit: int = 20) -> None:
 
 def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) -> None:
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+    html = guard_html(kwargs, [image], job_outputs(output))
     secrets = build_secrets(kwargs)
     vsrc, salvage, _base = open_salvaged(image, offset=kwargs.get("offset"),
                                          partition=kwargs.get("partition"))
@@ -61,8 +65,10 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
                             hash_output=not kwargs["no_hash"])
     finally:
         salvage.close()
+    report.command = command_line(["bdekit", *sys.argv[1:]])
     if kwargs["report_path"]:
         report.write(kwargs["report_path"])
+    write_report_html(html, report.to_json(), "decrypt")
     if not quiet:
         click.echo(report.summary(), err=True)
         print_damage(report)

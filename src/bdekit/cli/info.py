@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
+from bdekit.cli.report import guard_html, html_option, write_info_html
 from bdekit.errors import BdeError
 from bdekit.format.constants import ProtectionType
 from bdekit.volume.bde import BdeVolume, open_bde
@@ -20,8 +21,10 @@ from bdekit.volume.bde import BdeVolume, open_bde
 @unlock_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-keys", is_flag=True, help="print the FVEK and VMK themselves (secret!)")
+@html_option
 def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
     """Show a BitLocker volume's metadata and protectors; unlock it if a secret is given."""
+    html = guard_html(kwargs, [image])
     secrets = build_secrets(kwargs)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     unlocked = None
@@ -29,6 +32,7 @@ def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
         unlocked = cli_unlock(volume, secrets, json_mode=as_json)
     data = volume.describe()
     data["unlocked"] = unlocked.describe(show_keys) if unlocked else None
+    write_info_html(html, volume, data)
     if as_json:
         emit_json(data)
         return

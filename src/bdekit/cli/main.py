@@ -72,6 +72,7 @@ COMMAND_MODULES = [
     "bdekit.cli.mount",
     "bdekit.cli.synth",
     "bdekit.cli.batch",
+    "bdekit.cli.report",
 ]
 
 

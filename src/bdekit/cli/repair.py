@@ -16,6 +16,7 @@ import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.cli.decrypt import decrypt_options, print_damage
+from bdekit.cli.report import guard_html, job_outputs, write_report_html
 from bdekit.errors import EXIT_PARTIAL
 from bdekit.recovery.repair import RepairOptions, command_line, repair
 
@@ -56,6 +57,7 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
     range that could not be recovered; the exit code is then 6.
     """
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+    html = guard_html(kwargs, [image], job_outputs(output))
     secrets = build_secrets(kwargs)
     opts = RepairOptions(
         input=image, output=output, secrets=secrets,
@@ -69,6 +71,7 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
         command=command_line(["bdekit", *sys.argv[1:]]) if sys.argv else "bdekit repair",
         unlocker=lambda volume, sec: cli_unlock(volume, sec, ctx))
     report = repair(opts)
+    write_report_html(html, report.to_json(), "repair")
     if not quiet:
         click.echo(report.summary(), err=True)
         for line in report.repairs:

@@ -23,6 +23,7 @@ from typing import Any
 
 from bdekit.image.files import write_atomic
 from bdekit.image.ranges import NOT_RESCUED, UNREADABLE, Damage, merge_damage
+from bdekit.pipeline.volmap import fill_report
 from bdekit.volume.bde import BdeVolume
 from bdekit.volume.planner import RunKind
 
@@ -58,6 +59,12 @@ class Report:
     damaged: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     repairs: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # for the HTML report (bdekit.pipeline.volmap.fill_report, bdekit.report)
+    bdekit_version: str = ""
+    command: str = ""
+    started: str = ""
+    volume: dict[str, Any] = dataclasses.field(default_factory=dict)
+    volume_map: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,6 +104,7 @@ def account(volume: BdeVolume, report: Report) -> None:
             report.bytes_decrypted += run.length
         else:
             report.bytes_plain += run.length
+    fill_report(volume, report)
 
 
 def missing_ranges(volume: BdeVolume) -> list[tuple[int, int]]:

@@ -272,7 +272,7 @@ def _journal_params(opts: RepairOptions, opened: Opened, salvage: SalvageSource,
 
 
 def _initial_report(opts: RepairOptions, opened: Opened) -> Report:
-    report = Report(input=opts.input, output=opts.output)
+    report = Report(input=opts.input, output=opts.output, command=opts.command)
     report.metadata_copies = [c.describe() for c in opened.copies]
     report.key_package = opened.key_package
     report.repairs = list(opened.repairs)
