@@ -18,6 +18,7 @@ from tqdm import tqdm
 from bdekit import synth as synth_mod
 from bdekit.errors import EXIT_PARTIAL, UsageError
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
+from bdekit.synth import check as check_mod
 from bdekit.synth import damage as damage_mod
 from bdekit.unlock.certificates import CertificateSpec
 
@@ -205,12 +206,8 @@ def check(ctx: click.Context, decrypted: str, manifest_path: str, plaintext: str
     """Score DECRYPTED (any tool's output: a file or a device) against the manifest.
 
     Exit 0 when it is as good as the recorded damage allows, 6 otherwise."""
-    from bdekit.synth import check as check_mod
-
     result = check_mod.score(decrypted, manifest_path, plaintext=plaintext, mapfile=mapfile)
     if as_json:
-        import json
-
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
         click.echo(check_mod.format_score(result))

@@ -29,14 +29,14 @@ h3 { font-size: 14px; margin: 0 0 6px; }
 .v-bad { background: #fde8e8; border-color: #c62828; }
 .v-info { background: #e8f0fb; border-color: #3d6fb6; }
 .map-wrap { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-svg.map { width: 100%; height: auto; display: block; flex: 0 1 auto; }
+svg.map { width: 100%; height: auto; display: block; flex: 1 1 560px; min-width: 0; }
 svg.sw-inline rect { stroke: #555; stroke-width: 1; }
 svg.map text { font: 10px ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace;
   fill: var(--muted); }
 svg.map rect.c { stroke: #ffffff; stroke-width: 0.6; cursor: crosshair; }
 svg.map rect.c.sel { stroke: #000; stroke-width: 2; }
 svg.map rect.r { fill: none; stroke: #000; stroke-width: 1.6; pointer-events: none; }
-.legend { flex: 1 1 260px; min-width: 240px; max-width: 420px; background: var(--panel);
+.legend { flex: 0 1 330px; min-width: 240px; max-width: 420px; background: var(--panel);
   padding: 10px 12px; border-radius: 4px; }
 .legend ul { list-style: none; margin: 0; padding: 0; }
 .legend li { display: flex; gap: 8px; align-items: flex-start; margin: 4px 0; }

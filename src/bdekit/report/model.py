@@ -161,7 +161,10 @@ def _cell_kind(base: dict[str, int] | None, over: dict[str, int] | None,
         top = max(over, key=lambda k: (kinds.kind(k).rank, over[k]))
         if over[top] >= cell:
             return top, None
-        mix = dict(base or {})
+        # what shows through: the base, shrunk by the bytes the overlay covers
+        left = max(0, cell - sum(over.values()))
+        total = sum((base or {}).values()) or 1
+        mix = {k: v * left // total for k, v in (base or {}).items() if v * left // total}
         for key, value in over.items():
             mix[key] = mix.get(key, 0) + value
         return top, mix

@@ -1,0 +1,248 @@
+"""The HTML report: map model, kinds, rendering, and the --html options (no browser here;
+tests/test_html_browser.py opens the pages in Chromium)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from bdekit import report as html_report
+from bdekit.report import kinds, model
+from bdekit.report.sections import mask_command, scrub
+from tests.conftest import FIXTURES, run_cli
+
+RP = "015026-497662-343442-191037-086713-242187-380908-588159"
+DAMAGED = FIXTURES / "damaged"
+
+
+# --------------------------------------------------------------------------------------------
+# kinds and the map model
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("item", "hint", "want"), [
+    ({"reason": "missing (beyond the end of the image)"}, "damaged", "missing"),
+    ({"reason": "unreadable (I/O error)"}, "damaged", "unreadable"),
+    ({"reason": "not rescued (input mapfile)"}, "damaged", "unreadable"),
+    ({"reason": "EOW bitmap lost: chunk state inferred by entropy"}, "damaged", "guessed"),
+    ({"offset": 0, "length": 1}, "guessed", "guessed"),
+    ({"kind": "rebuilt", "reason": "boot sector"}, "", "rebuilt"),
+    ({"reason": "something new"}, "damaged", "other"),
+    ({"kind": "brand-new-kind"}, "", "other"),
+])
+def test_classify(item: dict, hint: str, want: str) -> None:  # type: ignore[type-arg]
+    assert kinds.classify(item, hint) == want
+
+
+def test_unknown_kind_keeps_its_own_label() -> None:
+    assert kinds.label_of({"kind": "brand-new-kind"}, "other") == "brand-new-kind"
+    assert kinds.label_of({"reason": "a new reason"}, "other") == "a new reason"
+
+
+def test_geometry_is_whole_sectors_and_bounded() -> None:
+    size = 2 * 10 ** 12  # 2 TB
+    cell, cells, rows = model.geometry(size, 512)
+    assert cell % 512 == 0 and cells * cell >= size > (cells - 1) * cell
+    assert cells <= model.MAX_CELLS and rows == -(-cells // model.COLS)
+    assert model.geometry(1 << 20, 512) == (512, 2048, 32)
+
+
+def test_layout_damage_wins_its_cell() -> None:
+    """A 512-byte damage in a 2 TB volume still colours its cell."""
+    size = 2 * 10 ** 12
+    data = model.MapData(size, 512, [model.Span(0, size, "decrypted")],
+                         [model.Span(10 ** 12, 512, "unreadable", "unreadable (I/O error)")])
+    grid = model.layout(data)
+    hit = [r for r in grid.rects if r.kind == "unreadable"]
+    assert len(hit) == 1 and hit[0].start <= 10 ** 12 < hit[0].end
+    assert hit[0].mix == {"decrypted": grid.cell_bytes - 512, "unreadable": 512}
+    assert len(grid.rects) <= 3 + grid.rows  # merged per row around the damage
+    assert sum(r.end - r.start for r in grid.rects) == size
+
+
+def test_paint_later_spans_cover_earlier() -> None:
+    out = model.paint([model.Span(10, 20, "plain"), model.Span(15, 5, "metadata")], 40,
+                      model.Span(0, 40, "unknown"))
+    assert [(s.offset, s.length, s.kind) for s in out] == [
+        (0, 10, "unknown"), (10, 5, "plain"), (15, 5, "metadata"), (20, 10, "plain"),
+        (30, 10, "unknown")]
+
+
+def test_coarsen_pools_short_runs() -> None:
+    from bdekit.pipeline.volmap import MapRange, coarsen
+
+    runs = [MapRange(i * 4096, 4096, "decrypted" if i % 2 else "plain", "r")
+            for i in range(10000)]
+    out = coarsen(runs, 10000 * 4096, limit=100)
+    assert len(out) <= 200
+    assert sum(r.length for r in out) == 10000 * 4096
+    assert all(a.end == b.offset for a, b in itertools.pairwise(out))
+    assert out[0].kind == "mixed" and out[0].composition == {"plain": 204800,
+                                                             "decrypted": 204800}
+
+
+# --------------------------------------------------------------------------------------------
+# pages
+# --------------------------------------------------------------------------------------------
+
+def _report(tmp_path: Path, name: str, *extra: str) -> dict:  # type: ignore[type-arg]
+    rep = tmp_path / f"{name}.json"
+    code, _, err = run_cli("-q", "repair", str(DAMAGED / f"xts128-rp-{name}.img"),
+                           str(tmp_path / f"{name}.out"), "-rp", RP, "--report", str(rep),
+                           *extra)
+    assert code in (0, 6), err
+    return json.loads(rep.read_text())  # type: ignore[no-any-return]
+
+
+def test_report_has_volume_map(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["bdekit", "repair", "in.img", "out.img", "-rp", RP])
+    rep = _report(tmp_path, "truncated")
+    vmap = rep["volume_map"]
+    assert vmap[0]["offset"] == 0 and sum(r["length"] for r in vmap) == rep["volume_size"]
+    kinds_at = {(r["offset"], r["kind"]) for r in vmap}
+    # the layout from the manifest: copies at 512/640/768 KiB, relocated block after copy 1
+    manifest = json.loads((DAMAGED / "xts128-rp-truncated.img.manifest.json").read_text())
+    for off in manifest["layout"]["metadata_offsets"]:
+        assert (off, "metadata") in kinds_at
+    assert (manifest["layout"]["relocated_offset"], "relocated-block") in kinds_at
+    assert (0, "relocated") in kinds_at
+    assert rep["volume"]["protectors"][0]["key_id"] == "15E660B1"
+    assert rep["command"] == "bdekit repair in.img out.img -rp '***'"
+    assert RP not in json.dumps(rep)
+
+
+def test_page_sections_and_secrets(tmp_path: Path) -> None:
+    rep = _report(tmp_path, "badsectors", "--mapfile",
+                  str(DAMAGED / "xts128-rp-badsectors.img.map"))
+    rep["command"] = f"bdekit repair in out -rp {RP} --fvek=00112233 -pw"
+    rep["fvek"] = "00" * 32
+    rep["guessed"] = [{"offset": 8192, "length": 4096, "reason": "inferred by entropy"}]
+    rep["future_list"] = [{"offset": 12288, "length": 512, "kind": "quarantined",
+                           "reason": "a kind this bdekit does not know"}]
+    text = html_report.render_report(rep, "repair")
+    assert RP not in text and "00112233" not in text and "0" * 64 not in text
+    assert "-rp &#x27;***&#x27;" in text and "--fvek=***" in text
+    for ident in ("volume-map", "legend", "sec-summary", "sec-metadata", "sec-protectors",
+                  "sec-ranges-damaged", "sec-ranges-guessed", "sec-ranges-future_list"):
+        assert f'id="{ident}"' in text, ident
+    assert 'data-kind="guessed"' in text and "a kind this bdekit does not know" in text
+    assert re.search(r'<li data-kind="other">.*?quarantined', text)
+    for off, length in ((65536, 4096), (262144, 512)):
+        assert f'data-offset="{off}" data-length="{length}" data-kind="unreadable"' in text
+    assert "opened (recovery-password)" in text
+
+
+def test_page_is_self_contained(tmp_path: Path) -> None:
+    text = html_report.render_report(_report(tmp_path, "truncated"), "repair")
+    assert "default-src 'none'" in text
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!#|data:)""", text)
+    assert "@import" not in text and "url(http" not in text and "@font-face" not in text
+
+
+def test_big_volume_page_stays_small() -> None:
+    """A fragmented 2 TB used-space-only volume: 100,000 ranges, a bounded page."""
+    size = 2 * 10 ** 12 // 4096 * 4096
+    step = size // 100000 // 4096 * 4096
+    vmap = [{"offset": i * step, "length": step, "kind": "decrypted" if i % 2 else "plain",
+             "reason": "x"} for i in range(100000)]
+    vmap[-1]["length"] = size - 99999 * step
+    damaged = [{"offset": i * 7 * 10 ** 9, "length": 4096, "reason": "unreadable (I/O error)"}
+               for i in range(280)]
+    report = {"input": "big.img", "output": "big.out", "volume_size": size,
+              "volume_map": vmap, "damaged": damaged}
+    start = time.monotonic()
+    text = html_report.render_report(report)
+    assert time.monotonic() - start < 30
+    assert len(text) < 3 << 20
+    assert text.count('<rect class="c ') <= model.MAX_CELLS
+    assert text.count('class="r k-unreadable"') >= 280
+
+
+def test_mask_command() -> None:
+    assert mask_command("bdekit decrypt a b -rp 1-2-3 --password=x -pw") == \
+        "bdekit decrypt a b -rp '***' '--password=***' -pw"
+    assert scrub({"a": {"vmk": "00", "b": [{"password": "p"}]}}) == \
+        {"a": {"vmk": "(withheld)", "b": [{"password": "(withheld)"}]}}
+
+
+# --------------------------------------------------------------------------------------------
+# the command line
+# --------------------------------------------------------------------------------------------
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_html_options(tmp_path: Path) -> None:
+    out = tmp_path / "o.img"
+    page = tmp_path / "dec.html"
+    code, _, err = run_cli("-q", "decrypt", str(DAMAGED / "xts128-rp-truncated.img"), str(out),
+                           "-rp", RP, "--html", str(page), "--report", str(tmp_path / "r.json"))
+    assert code == 6, err
+    assert _mode(page) == 0o600 and 'data-kind="missing"' in page.read_text()
+    again = tmp_path / "again.html"
+    assert run_cli("report", str(tmp_path / "r.json"), "--html", str(again))[0] == 0
+    assert 'data-offset="851968" data-length="196608"' in again.read_text()
+    for args in (["info", str(FIXTURES / "xts128-rp.img")],
+                 ["info", str(FIXTURES / "xts128-rp.img"), "-rp", RP],
+                 ["scan", str(DAMAGED / "xts128-rp-noheader.img")]):
+        target = tmp_path / "x.html"
+        code, _, err = run_cli(*args, "--html", str(target))
+        assert code == 0, err
+        text = target.read_text()
+        assert 'id="volume-map"' in text and RP not in text
+    assert text.count('class="r k-stray-metadata"') == 3  # scan: the three copies
+
+
+@pytest.mark.parametrize("target", ["image", "mapfile", "output", "report", "symlink"])
+def test_html_never_overwrites_an_input(tmp_path: Path, target: str) -> None:
+    image = tmp_path / "in.img"
+    image.write_bytes((DAMAGED / "xts128-rp-badsectors.img").read_bytes())
+    mapfile = tmp_path / "in.map"
+    mapfile.write_bytes((DAMAGED / "xts128-rp-badsectors.img.map").read_bytes())
+    out = tmp_path / "out.img"
+    (tmp_path / "link").symlink_to(image)
+    path = {"image": image, "mapfile": mapfile, "output": out, "report": tmp_path / "r.json",
+            "symlink": tmp_path / "link"}[target]
+    before = image.read_bytes(), mapfile.read_bytes()
+    code, _, err = run_cli("-q", "repair", str(image), str(out), "-rp", RP, "--mapfile",
+                           str(mapfile), "--report", str(tmp_path / "r.json"), "--html",
+                           str(path))
+    assert code == 2 and "HTML report" in err and err.count("\n") == 1
+    assert (image.read_bytes(), mapfile.read_bytes()) == before
+    assert not out.exists()
+
+
+def test_report_command_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"input": ')
+    code, _, err = run_cli("report", str(bad), "--html", str(tmp_path / "x.html"))
+    assert code == 3 and "offset 10" in err
+    bad.write_text("[]")
+    assert run_cli("report", str(bad), "--html", str(tmp_path / "x.html"))[0] == 3
+    bad.write_text('{"hello": 1}')
+    code, _, err = run_cli("report", str(bad), "--html", str(tmp_path / "x.html"))
+    assert code == 3 and "not a bdekit report" in err
+    assert run_cli("report", str(bad))[0] == 2
+    assert not (tmp_path / "x.html").exists()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bdekit-html-")]
+
+
+def test_old_report_without_map(tmp_path: Path) -> None:
+    """A report from before the volume map: metadata copies and damage are still placed."""
+    rep = _report(tmp_path, "truncated")
+    for key in ("volume_map", "volume", "bdekit_version", "command", "started"):
+        rep.pop(key)
+    (tmp_path / "old.json").write_text(json.dumps(rep))
+    code, _, err = run_cli("report", str(tmp_path / "old.json"), "--html",
+                           str(tmp_path / "old.html"))
+    assert code == 0, err
+    text = (tmp_path / "old.html").read_text()
+    assert "no volume map" in text and 'data-kind="metadata"' in text
+    assert 'data-offset="851968"' in text
