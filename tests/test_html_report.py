@@ -246,3 +246,19 @@ def test_old_report_without_map(tmp_path: Path) -> None:
     text = (tmp_path / "old.html").read_text()
     assert "no volume map" in text and 'data-kind="metadata"' in text
     assert 'data-offset="851968"' in text
+
+
+def test_rebuilt_boot_sector_is_drawn(tmp_path: Path) -> None:
+    image = tmp_path / "zr.img"
+    image.write_bytes((FIXTURES / "xts128-rp.img").read_bytes())
+    (tmp_path / "zr.img.manifest.json").write_bytes(
+        (FIXTURES / "xts128-rp.img.manifest.json").read_bytes())
+    assert run_cli("-q", "synth", "damage", str(image), "--zero-relocated-header")[0] == 0
+    page = tmp_path / "zr.html"
+    code, _, err = run_cli("-q", "repair", str(image), str(tmp_path / "zr.out"), "-rp", RP,
+                           "--html", str(page))
+    assert code == 6, err
+    text = page.read_text()
+    assert 'class="r k-rebuilt" x="92.00"' in text  # at volume offset 0 (LEFT of the map)
+    # a reason no kind knows: the generic colour, labelled with the reason itself
+    assert re.search(r'<li data-kind="other">.*?relocated header block damaged', text)

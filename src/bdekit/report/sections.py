@@ -136,9 +136,17 @@ def report_map(report: dict[str, Any], used: set[str]) -> tuple[MapData,
     unit = int((volume or {}).get("sector_size") or 512)
     base, note = _base_spans(report, size)
     lists = _overlays(report, used)
-    overlay = [s for _key, spans in lists for s in spans]
+    overlay = [s for _key, spans in lists for s in spans] + _rebuilt(report, unit)
     return MapData(size, unit, base, overlay, "Volume map", "offsets in the output volume",
                    note), lists
+
+
+def _rebuilt(report: dict[str, Any], unit: int) -> list[Span]:
+    """The boot sector ``repair`` rebuilt (its ``repairs`` lines are text: today the only one
+    with a place on the map is "boot sector rebuilt ...", at volume offset 0)."""
+    return [Span(0, unit, "rebuilt", str(line))
+            for line in report.get("repairs") or []
+            if isinstance(line, str) and line.startswith("boot sector rebuilt")][:1]
 
 
 def copies_section(copies: list[dict[str, Any]], used_index: Any) -> Section:
