@@ -38,19 +38,27 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 DAMAGE_KINDS = {"unreadable", "missing", "guessed", "other"}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def start_browser() -> Any:
+    """Headless Chromium with its console and network logs (skips the test when it cannot
+    start); the caller quits it."""
     from selenium.webdriver.chrome.service import Service
 
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("chromium / chromedriver is absent")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in FLAGS:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     try:
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
+        return webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     except Exception as exc:
         pytest.skip(f"cannot start headless chromium: {exc}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    driver = start_browser()
     yield driver
     driver.quit()
 

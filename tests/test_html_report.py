@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bdekit import report as html_report
+from bdekit.format.consensus import Disagreement
 from bdekit.report import kinds, model
-from bdekit.report.sections import mask_command, scrub
+from bdekit.report.sections import decisions_section, mask_command, scrub
 from tests.conftest import FIXTURES, run_cli
 
 RP = "015026-497662-343442-191037-086713-242187-380908-588159"
@@ -231,7 +232,7 @@ def test_report_command_errors(tmp_path: Path) -> None:
     assert code == 3 and "not a bdekit report" in err
     assert run_cli("report", str(bad))[0] == 2
     assert not (tmp_path / "x.html").exists()
-    assert not [p for p in os.listdir(tmp_path) if p.startswith(".bdekit-html-")]
+    assert os.listdir(tmp_path) == ["bad.json"]  # no page, no temporary file left
 
 
 def test_old_report_without_map(tmp_path: Path) -> None:
@@ -262,3 +263,69 @@ def test_rebuilt_boot_sector_is_drawn(tmp_path: Path) -> None:
     assert 'class="r k-rebuilt" x="92.00"' in text  # at volume offset 0 (LEFT of the map)
     # a reason no kind knows: the generic colour, labelled with the reason itself
     assert re.search(r'<li data-kind="other">.*?relocated header block damaged', text)
+
+
+# --------------------------------------------------------------------------------------------
+# metadata decisions
+# --------------------------------------------------------------------------------------------
+
+def _rows(text: str, ident: str) -> list[str]:
+    section = re.search(rf'<section id="sec-{ident}">(.*?)</section>', text, re.S)
+    assert section, ident
+    return re.findall(r"<tr data-field.*?</tr>", section.group(1), re.S)
+
+
+def test_decisions_of_a_garbled_copy(tmp_path: Path) -> None:
+    """Copy 1 of the fixture was garbled (the manifest says where): the copies disagree only
+    inside that range, copies 2 and 3 decide, and the page has one table row per decision."""
+    image = DAMAGED / "xts128-rp-garbled.img"
+    manifest = json.loads(Path(f"{image}.manifest.json").read_text())
+    (damage,) = manifest["damage"]
+    first = manifest["layout"]["metadata_offsets"][damage["copy"] - 1]
+    lo, hi = damage["offset"] - first, damage["offset"] - first + damage["length"]
+    page, rep = tmp_path / "g.html", tmp_path / "g.json"
+    code, _, err = run_cli("-q", "decrypt", str(image), str(tmp_path / "g.img"), "-rp", RP,
+                           "--report", str(rep), "--html", str(page))
+    assert code == 0, err
+    data = json.loads(rep.read_text())
+    decisions = data["metadata_decisions"]
+    assert decisions and data["metadata_trust"] == "verified"
+    for d in decisions:
+        assert lo <= d["offset"] and d["offset"] + d["length"] <= hi, d
+        assert d["decided_by"] == "copies 2 and 3" and sorted(d["copies"]) == ["1", "2", "3"]
+    # garbage equals the original byte about once in 256: nearly all of the range differs
+    assert sum(d["length"] for d in decisions) > 0.9 * damage["length"]
+    text = page.read_text()
+    rows = _rows(text, "decisions")
+    assert len(rows) == len(decisions)
+    assert all('data-decided="majority"' in r and "copies 2 and 3" in r for r in rows)
+    assert f"0x{decisions[0]['offset']:X} <small>" in rows[0]
+    assert "Metadata trust: verified." in text
+    # decisions are offsets inside a metadata block: never drawn on the volume map
+    assert 'data-kind="decisions"' not in text and "ranges-metadata_decisions" not in text
+    info = tmp_path / "info.html"
+    assert run_cli("info", str(image), "--html", str(info))[0] == 0
+    assert len(_rows(info.read_text(), "decisions")) == len(decisions)
+
+
+def test_decisions_table_from_consensus_records() -> None:
+    undecided = Disagreement(100, 104, "volume GUID", {1: "aa" * 4, 2: "bb" * 4, 3: "cc" * 4},
+                             ()).to_json()
+    majority = Disagreement(16, 24, "state offset (encrypted size)",
+                            {1: "00" * 8, 2: "00" * 8, 3: "ff" * 8}, (1, 2)).to_json()
+    serving = {"field": "serving copy", "instead_of": "copy 1",
+               "decided_by": "copy 2 matches the SHA-256 integrity datum"}
+    sec = decisions_section([majority, undecided, serving], "unverified")
+    assert sec.columns == ["field", "offset in the block", "length", "copy 1", "copy 2",
+                           "copy 3", "decided by"]
+    assert [a["data-decided"] for a in sec.attrs] == ["majority", "none", "integrity"]
+    assert sec.rows[0][1] == ("offset", 16) and sec.rows[0][2] == ("size", 8)
+    assert sec.rows[0][5] == ("hex", "ff" * 8) and sec.rows[0][6] == "copies 1 and 2"
+    assert sec.rows[1][6] == "no majority"
+    assert sec.rows[2][0] == "serving copy" and sec.rows[2][1] == ""
+    assert sec.rows[2][6].endswith("(instead of copy 1)")
+    assert sec.note == "Metadata trust: unverified."
+    text = html_report.render(html_report.Page("report", "t", "", ("ok", ""), None, [sec]))
+    assert 'data-decided="none"' in text and '<td class="hex">ffffffff' in text
+    assert "older bdekit" in decisions_section(None).rows[0][0]
+    assert "nothing had to be decided" in decisions_section([], "verified").rows[0][0]

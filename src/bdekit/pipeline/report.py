@@ -4,12 +4,14 @@ Fields of :class:`Report`: ``input``, ``output``, ``method``, ``protector`` / ``
 ``unlocked_via`` (the secret that served), ``metadata_source`` (``volume``, ``scan`` or
 ``key package``), ``metadata_copy`` / ``metadata_offset`` (the copy that served; 0 for a
 stray or package copy), ``metadata_copies`` (each copy's status, CRC and SHA-256 integrity),
+``metadata_trust`` and ``metadata_decisions`` (where the copies disagreed, what decided),
 ``key_package``, ``volume_size`` and ``volume_size_source``; byte counts from the read plan
 (:func:`account`: ``bytes_decrypted``, ``bytes_plain``, ``bytes_zero``, ``bytes_missing``) and
 from the damage list (``bytes_unreadable``, ``bytes_unrecovered``); ``sha256`` of the output,
 ``seconds``, ``throughput_mb_s``, ``resumed_at``, ``output_mapfile``, ``damaged`` (``offset``,
 ``length``, ``reason`` in output coordinates, merged), ``repairs`` (what was rebuilt) and
-``notes``.
+``notes``; for the HTML report (:mod:`bdekit.pipeline.volmap`): ``bdekit_version``,
+``command``, ``started``, ``volume`` (its non-secret description) and ``volume_map``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class Report:
     metadata_offset: int | None = None
     metadata_source: str = "volume"
     metadata_copies: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    #: after unlocking: "verified", "unverified" or "unavailable" (bdekit.unlock.integrity)
+    metadata_trust: str = ""
+    #: where the copies disagreed and what was decided (consensus.Disagreement.to_json, and
+    #: the serving copy when the SHA-256 integrity check chose another one)
+    metadata_decisions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     key_package: str | None = None
     volume_size: int = 0
     volume_size_source: str = ""

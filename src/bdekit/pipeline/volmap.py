@@ -20,7 +20,8 @@ report written on another machine.  Kinds:
 A fragmented used-space-only volume can have hundreds of thousands of runs: past ``limit``
 ranges, runs shorter than ``volume size / limit`` are pooled into ranges of kind ``mixed``
 with a ``composition`` (bytes per kind), so the report stays small for a 2 TB volume.
-:func:`volume_facts` is the non-secret description of the volume (GUID, protectors, ...).
+:func:`volume_facts` is the non-secret description of the volume (GUID, protectors, ...);
+:func:`fill_report` puts all of it, and the metadata decisions, into a job's report.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bdekit._version import __version__
 from bdekit.errors import BdeError
@@ -37,6 +38,9 @@ from bdekit.format.constants import VolumeState
 from bdekit.image.ranges import MISSING
 from bdekit.volume.bde import BdeVolume
 from bdekit.volume.planner import Run, RunKind
+
+if TYPE_CHECKING:  # the report module imports this one
+    from bdekit.pipeline.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +233,22 @@ def volume_facts(volume: BdeVolume) -> dict[str, Any]:
     return {k: v for k, v in facts.items() if k not in _SECRET_KEYS}
 
 
-def fill_report(volume: BdeVolume, report: Any) -> None:
-    """Set the report's ``bdekit_version``, ``started``, ``volume`` and ``volume_map``."""
+def metadata_decisions(volume: BdeVolume) -> tuple[str, list[dict[str, Any]]]:
+    """The trust in the volume's metadata and what was decided about its copies (the vote's
+    disagreements alone before the volume is unlocked)."""
+    md = volume.metadata
+    return md.trust, [dict(d) for d in (md.decisions or md.vote_decisions)]
+
+
+def fill_report(volume: BdeVolume, report: Report) -> None:
+    """Set the report's ``bdekit_version``, ``started``, ``volume``, ``volume_map`` and,
+    unless set already, ``metadata_trust`` and ``metadata_decisions``."""
     report.bdekit_version = __version__
+    trust, decisions = metadata_decisions(volume)
+    if not report.metadata_trust:
+        report.metadata_trust = trust
+    if not report.metadata_decisions:
+        report.metadata_decisions = decisions
     if not report.started:
         report.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     report.volume = volume_facts(volume)

@@ -7,27 +7,30 @@ Layers of this package (each imports only the ones above it in this list):
 * :mod:`~bdekit.report.model` — spans, painting, and the grid of cells a map is drawn with;
 * :mod:`~bdekit.report.sections` / :mod:`~bdekit.report.pages` — what a page shows, built
   from the JSON of ``decrypt`` / ``repair --report``, ``info --json`` and ``scan --json``;
+* :mod:`~bdekit.report.batch_pages` — the pages of ``batch --html``: one per job (its
+  ``report.json``) and the index of the output directory (``summary.json``);
 * :mod:`~bdekit.report.assets` / :mod:`~bdekit.report.html` — the HTML text (inline CSS, SVG,
   script; a Content-Security-Policy that forbids any fetch).
 
-:func:`write_html` writes a page atomically (temporary file, fsync, rename), mode 0600, after
+:func:`write_html` writes a page atomically (``image/files.write_atomic``), mode 0600, after
 :func:`check_target` made sure the path is neither an input nor another output of the job.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 from bdekit.errors import OutputExistsError, UsageError
+from bdekit.image.files import write_atomic
+from bdekit.report.batch_pages import INDEX_PAGE, JOB_PAGE, index_page, job_page
 from bdekit.report.html import render
 from bdekit.report.pages import info_page, report_page, scan_page
 from bdekit.report.sections import Page
 
-__all__ = ["Page", "check_target", "info_page", "render", "render_report", "report_page",
-           "scan_page", "write_html"]
+__all__ = ["INDEX_PAGE", "JOB_PAGE", "Page", "check_target", "index_page", "info_page",
+           "job_page", "render", "render_report", "report_page", "scan_page", "write_html"]
 
 
 def render_report(report: dict[str, Any], command: str = "report") -> str:
@@ -66,19 +69,5 @@ def check_target(path: str, inputs: Iterable[str | None] = (),
 
 
 def write_html(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, mode 0600."""
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".bdekit-html-", suffix=".tmp", dir=parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``text`` to ``path`` atomically, mode 0600 (``image.files.write_atomic``)."""
+    write_atomic(path, text)

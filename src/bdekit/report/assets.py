@@ -57,6 +57,10 @@ table.kv th { width: 14em; }
 td.num, td.off { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace;
   white-space: nowrap; }
 td { word-break: break-word; }
+td.hex { font: 12px ui-monospace, "DejaVu Sans Mono", Menlo, monospace; word-break: break-all; }
+tr[data-decided="none"] td { background: #fde8e8; }
+tr[data-status="failed"] td { background: #fde8e8; }
+tr[data-status="damaged"] td { background: #fff6db; }
 .note { color: var(--muted); margin: 4px 0; }
 footer { margin-top: 32px; color: var(--muted); font-size: 12px;
   border-top: 1px solid var(--line); padding-top: 8px; }

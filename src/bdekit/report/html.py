@@ -56,6 +56,11 @@ def _cell(value: Any) -> tuple[str, str]:
         if style == "size":
             return "num", f"{esc(human(int(raw)))}" + (
                 f" <small>({int(raw):,})</small>" if int(raw) >= 1024 else "")
+        if style == "link":  # (relative href, text): links between the pages of a batch
+            href, text = raw
+            return "", f'<a href="{esc(href)}">{esc(text)}</a>'
+        if style == "hex":
+            return "hex", esc(raw)
         if style == "kind":
             return "", (f'<svg class="sw-inline" width="10" height="10"><rect class="k-{esc(raw)}"'
                         f' width="10" height="10"/></svg> {esc(raw)}')

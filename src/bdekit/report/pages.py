@@ -28,6 +28,7 @@ from bdekit.report.sections import (
     Page,
     Section,
     copies_section,
+    decisions_section,
     generic_section,
     mask_command,
     protectors_section,
@@ -48,10 +49,11 @@ _COUNTS = ["bytes_decrypted", "bytes_plain", "bytes_zero", "bytes_missing", "byt
 _METADATA = ["metadata_copy", "metadata_offset", "metadata_source", "key_package"]
 _UNLOCK = ["protector", "key_id", "unlocked_via"]
 #: fields drawn elsewhere (the map, the volume section)
-_DRAWN = {"volume_map", "volume", "metadata_copies", "repairs", "notes", "metadata_decisions"}
+_DRAWN = {"volume_map", "volume", "metadata_copies", "repairs", "notes", "metadata_decisions",
+          "metadata_trust"}
 
 
-def _now() -> str:
+def now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
@@ -120,9 +122,8 @@ def report_page(report: dict[str, Any], command: str = "report") -> Page:
                           if report.get(k) not in (None, ""))
     used.update(_METADATA)
     sections.append(meta)
-    if report.get("metadata_decisions"):
-        sections.append(generic_section("Metadata decisions", report["metadata_decisions"],
-                                        "decisions"))
+    sections.append(decisions_section(report.get("metadata_decisions"),
+                                      report.get("metadata_trust")))
     used.update(_UNLOCK)
     sections.append(protectors_section(volume.get("protectors") or [], report.get("protector"),
                                         report.get("unlocked_via")))
@@ -135,7 +136,7 @@ def report_page(report: dict[str, Any], command: str = "report") -> Page:
     title = f"bdekit {command}: {report.get('input', '')}"
     sub = f"→ {report.get('output', '')}" if report.get("output") else ""
     return Page("report", title, sub, _verdict(report, lists), vmap, sections,
-                str(report.get("bdekit_version") or __version__), _now())
+                str(report.get("bdekit_version") or __version__), now())
 
 
 def info_page(info: dict[str, Any], volume_map: list[dict[str, Any]]) -> Page:
@@ -156,12 +157,14 @@ def info_page(info: dict[str, Any], volume_map: list[dict[str, Any]]) -> Page:
     sections = [Section("Volume", "kv", rows, ident="summary"),
                 copies_section(info.get("metadata_copies") or [],
                                 info.get("metadata_copy_used")),
+                decisions_section(info.get("metadata_decisions"), info.get("metadata_trust")),
                 protectors_section(info.get("protectors") or [], unlocked.get("protector"),
                                     unlocked.get("via"))]
     if unlocked:
         sections.append(generic_section("Unlocked", unlocked, "unlocked"))
     rest = {k: v for k, v in info.items()
-            if k not in {*keys, "metadata_copies", "protectors", "unlocked",
+            if k not in {*keys, "metadata_copies", "protectors", "unlocked", "metadata_trust",
+                         "metadata_decisions",
                          "metadata_copy_used", "encryption_method_id", "next_state"}}
     if rest:
         sections.append(generic_section("Other fields", rest, "other"))
@@ -169,7 +172,7 @@ def info_page(info: dict[str, Any], volume_map: list[dict[str, Any]]) -> Page:
                ("info", "Locked: give a secret to unlock and see the decrypted layout."))
     return Page("info", f"bdekit info: {info.get('path', '')}",
                 f"{info.get('encryption_method', '')}, {{{info.get('volume_guid', '')}}}",
-                verdict, vmap, sections, __version__, _now())
+                verdict, vmap, sections, __version__, now())
 
 
 def _scan_base(scan: dict[str, Any], size: int) -> list[Span]:
@@ -214,4 +217,4 @@ def scan_page(scan: dict[str, Any]) -> Page:
     return Page("scan", f"bdekit scan: {scan.get('path', '')}",
                 f"{size:,} bytes, {scan.get('container', '')}", verdict, vmap,
                 [Section("Image", "kv", image, ident="summary"), parts, stray],
-                __version__, _now())
+                __version__, now())

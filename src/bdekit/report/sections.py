@@ -97,11 +97,15 @@ def range_table(title: str, spans: list[Span], ident: str, limit: int = 1000) ->
                    ident, note)
 
 
+_NOT_ON_MAP = ("volume_map", "metadata_copies", "metadata_decisions")
+
+
 def _overlays(report: dict[str, Any], used: set[str]) -> list[tuple[str, list[Span]]]:
     """Every range list of the report but the volume map, as overlay spans."""
     out: list[tuple[str, list[Span]]] = []
     for key, value in report.items():
-        if key in ("volume_map", "metadata_copies") or not is_range_list(value):
+        # metadata decisions are ranges inside a metadata block, not in the volume
+        if key in _NOT_ON_MAP or not is_range_list(value):
             continue
         spans = [s for s in (span_from(v, key) for v in value) if s is not None]
         used.add(key)
@@ -160,6 +164,48 @@ def copies_section(copies: list[dict[str, Any]], used_index: Any) -> Section:
     return Section("Metadata copies", "table", rows,
                    ["copy", "offset", "status", "CRC32", "SHA-256 integrity", "used"], attrs,
                    "metadata")
+
+
+#: how much of a copy's bytes a decisions table shows (hex digits)
+_HEX_SHOWN = 48
+
+
+def decisions_section(decisions: Any, trust: Any = None) -> Section:
+    """What was decided about the metadata copies: one row per range where the copies
+    disagreed (``bdekit.format.consensus.Disagreement.to_json``: offset and length inside
+    the metadata block, the field it falls in, each copy's bytes, which copies the majority
+    came from) and the serving-copy decision of the SHA-256 integrity check."""
+    items = [d for d in scrub(decisions or []) if isinstance(d, dict)]
+    indices = sorted({str(k) for d in items if isinstance(d.get("copies"), dict)
+                      for k in d["copies"]}, key=lambda k: (len(k), k))
+    rows: list[list[Any]] = []
+    attrs: list[dict[str, str]] = []
+    for d in items:
+        copies: dict[str, Any] = d["copies"] if isinstance(d.get("copies"), dict) else {}
+        decided = str(d.get("decided_by") or "")
+        if d.get("instead_of"):
+            decided += f" (instead of {d['instead_of']})"
+        offset = d.get("offset")
+        rows.append([d.get("field") or "",
+                     ("offset", offset) if isinstance(offset, int) else "",
+                     ("size", d["length"]) if isinstance(d.get("length"), int) else "",
+                     *[("hex", _hex(copies.get(k))) for k in indices], decided])
+        attrs.append({"data-field": str(d.get("field") or ""),
+                      "data-decided": "none" if decided == "no majority" else "majority"
+                      if copies else "integrity"})
+    note = f"Metadata trust: {trust}." if trust not in (None, "") else ""
+    if not items:
+        text = ("This report does not record the metadata decisions (older bdekit)."
+                if decisions is None else "The copies agree: nothing had to be decided.")
+        return Section("Metadata decisions", "list", [[text]], ident="decisions", note=note)
+    return Section("Metadata decisions", "table", rows,
+                   ["field", "offset in the block", "length",
+                    *[f"copy {k}" for k in indices], "decided by"], attrs, "decisions", note)
+
+
+def _hex(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= _HEX_SHOWN else text[:_HEX_SHOWN] + "…"
 
 
 def _yes_no(value: Any) -> str:
