@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
+from bdekit.escrow.secrets import Secrets
 from bdekit.image.ranges import GUESSED_NO_BITMAP, GUESSED_RECORD_DAMAGED
 from bdekit.synth.eow import EowImage
 from bdekit.synth.mutate import Mutant
-from bdekit.escrow.secrets import Secrets
 from tests.conftest import (
     REAL_PASSWORD,
     reference_digests,

@@ -305,6 +305,7 @@ def _decrypt(job: JobSpec, opts: BatchOptions, paths: JobPaths, unlocker: JobUnl
                   [(d["offset"], d["length"]) for d in report.damaged],
                   command=opts.command, started=started)
     report.output_mapfile = paths.mapfile
+    report.command = opts.command
     return report, journal
 
 

@@ -4,7 +4,8 @@ Thin over :mod:`bdekit.batch`: the options become a :class:`~bdekit.batch.BatchO
 (paths and flags: keys are read by each worker from the keyring's path, so the command takes
 no secret on its command line), the jobs come from :func:`~bdekit.batch.load_jobs`, and
 :func:`~bdekit.batch.run_batch` runs them on a :class:`~bdekit.batch.LocalPool` or, with
-``--scheduler``, a :class:`~bdekit.batch.DaskCluster`. Exit code: 0 all jobs succeeded, 6 some
+``--scheduler``, a :class:`~bdekit.batch.DaskCluster`; ``--html`` adds a page per job and
+an index (:func:`bdekit.cli.report.write_batch_html`). Exit code: 0 all jobs succeeded, 6 some
 finished with unrecoverable data, 1 any failed; 130 when interrupted.
 """
 
@@ -26,6 +27,7 @@ from bdekit.batch import (
     load_jobs,
     run_batch,
 )
+from bdekit.cli.report import check_batch_html, write_batch_html
 from bdekit.errors import UsageError
 from bdekit.pipeline.decrypt import DEFAULT_CHUNK
 from bdekit.recovery.repair import command_line
@@ -98,6 +100,9 @@ def _options(output_dir: str, kwargs: dict[str, Any]) -> BatchOptions:
 @click.option("--retries", type=click.IntRange(0, 100), default=1, show_default=True,
               help="re-reads of a failing range before it is split, and of a failing sector")
 @click.option("--no-hash", is_flag=True, help="skip the SHA-256 of the outputs")
+@click.option("--html", "html", is_flag=True,
+              help="also write an HTML page per job (DIR/<job>/report.html: volume map, "
+                   "metadata, protectors) and DIR/index.html linking them")
 @click.option("--chunk-size", type=click.IntRange(4096, 256 << 20), default=DEFAULT_CHUNK,
               hidden=True)
 @click.pass_context
@@ -117,6 +122,8 @@ def batch(ctx: click.Context, jobs: str, output_dir: str, **kwargs: Any) -> None
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     opts = _options(output_dir, kwargs)
     job_list = load_jobs(jobs, mode=opts.mode, output_dir=opts.output_dir)
+    if kwargs["html"]:
+        check_batch_html([job.name for job in job_list])
     backend = DaskCluster(kwargs["scheduler"]) if kwargs["scheduler"] \
         else LocalPool(min(kwargs["workers"] or os.cpu_count() or 1, len(job_list)))
     if not quiet:
@@ -129,6 +136,8 @@ def batch(ctx: click.Context, jobs: str, output_dir: str, **kwargs: Any) -> None
         click.echo(f"bdekit: interrupted; the summary so far is in {opts.output_dir}; run "
                    "again with --resume to continue", err=True)
         ctx.exit(130)
+    if kwargs["html"]:
+        write_batch_html(opts.output_dir, summary.to_json())
     _show(summary, quiet)
     ctx.exit(summary.exit_code)
 

@@ -28,6 +28,7 @@ from bdekit.cli.cmdline import (
 )
 from bdekit.cli.common import STDOUT_TAKEN, build_secrets, cli_unlock, unlock_options
 from bdekit.cli.inputs import plan_unlock_inputs
+from bdekit.cli.report import guard_html, html_option, job_outputs, write_report_html
 from bdekit.errors import EXIT_PARTIAL, UsageError
 from bdekit.image.salvage import open_salvaged
 from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
@@ -59,7 +60,7 @@ def decrypt_options(func: F) -> F:
                         help="also hash the input image (all its segments) in the same read "
                              "pass")(func)
     func = click.option("--no-hash", is_flag=True, help="skip the hashes of the output")(func)
-    return mode_option(func)  # type: ignore[return-value]
+    return mode_option(html_option(func))  # type: ignore[return-value]
 
 
 def hash_choice(kwargs: dict[str, Any]) -> tuple[str, ...]:
@@ -108,6 +109,7 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
     mode = parse_mode(kwargs["mode"])
     hashes = hash_choice(kwargs)
     report = examiner_report(ctx, image, output)
+    html = guard_html(kwargs, [image], job_outputs(output))
     with _plan(ctx, image, output, kwargs).claim():
         secrets = build_secrets(kwargs)
         vsrc, salvage, base = open_salvaged(image, offset=kwargs.get("offset"),
@@ -126,6 +128,7 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
             salvage.close()
         if kwargs["report_path"]:
             report.write(kwargs["report_path"], mode)
+        write_report_html(html, report.to_json(), "decrypt")
     if not quiet:
         click.echo(report.summary(), err=True)
         print_damage(report)

@@ -14,6 +14,7 @@ import click
 
 from bdekit.cli.common import build_secrets, cli_unlock, emit_json, unlock_options
 from bdekit.cli.inputs import require_input
+from bdekit.cli.report import guard_html, html_option, write_info_html
 from bdekit.errors import BdeError, KeyError_
 from bdekit.format.constants import ProtectionType
 from bdekit.format.tpm import describe_sealed
@@ -26,12 +27,14 @@ from bdekit.volume.bde import BdeVolume, open_bde
 @unlock_options
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--show-keys", is_flag=True, help="print the FVEK and VMK themselves (secret!)")
+@html_option
 def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
     """Show a BitLocker volume's metadata and protectors; unlock it if a secret is given.
 
     A wrong or missing key still shows all the metadata (``unlocked: null`` and
     ``unlock_error``), then the error, exit 4."""
     require_input(image)
+    html = guard_html(kwargs, [image])
     secrets = build_secrets(kwargs)
     volume = open_bde(image, offset=kwargs.get("offset"), partition=kwargs.get("partition"))
     unlocked = None
@@ -46,6 +49,7 @@ def info(image: str, as_json: bool, show_keys: bool, **kwargs: Any) -> None:
     data["unlocked"] = unlocked.describe(show_keys) if unlocked else None
     if failure is not None:
         data["unlock_error"] = failure.display()
+    write_info_html(html, volume, data)
     if as_json:
         emit_json(data)
     else:

@@ -143,6 +143,7 @@ COMMAND_MODULES = [
     "bdekit.cli.batch",
     "bdekit.cli.memory",
     "bdekit.cli.hash",
+    "bdekit.cli.report",
 ]
 
 

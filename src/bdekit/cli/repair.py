@@ -24,6 +24,7 @@ from bdekit.cli.cmdline import masked_command_line, parse_mode
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.cli.decrypt import decrypt_options, hash_choice, print_damage
 from bdekit.cli.inputs import plan_unlock_inputs
+from bdekit.cli.report import guard_html, job_outputs, write_report_html
 from bdekit.errors import EXIT_PARTIAL
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.pipeline.output import OutputKind
@@ -75,6 +76,7 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     mode = parse_mode(kwargs["mode"])
     hashes = hash_choice(kwargs)
+    html = guard_html(kwargs, [image], job_outputs(output))
     with _plan(image, output, kwargs).claim():
         _repair(ctx, image, output, kwargs, quiet=quiet, mode=mode, hashes=hashes)
 
@@ -112,6 +114,7 @@ def _repair(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any],
         unlocker=lambda volume, sec: cli_unlock(volume, sec, ctx),
         method=EncryptionMethod.from_label(kwargs["method"]) if kwargs["method"] else None)
     report = repair(opts)
+    write_report_html(html, report.to_json(), "repair")
     if not quiet:
         click.echo(report.summary(), err=True)
         for line in report.repairs:

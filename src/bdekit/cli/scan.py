@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from bdekit.cli.common import emit_json
 from bdekit.cli.inputs import require_input
+from bdekit.cli.report import guard_html, html_option, write_scan_html
 from bdekit.image.sources import open_source
 from bdekit.recovery.survey import SEARCH_MODES, ScanEntry, ScanReport, scan_image
 
@@ -46,9 +47,12 @@ from bdekit.recovery.survey import SEARCH_MODES, ScanEntry, ScanReport, scan_ima
 @click.option("--search", type=click.Choice(SEARCH_MODES), default="auto", show_default=True,
               help="where to look for stray BitLocker metadata blocks: outside recognised "
                    "volumes (auto), the whole image (all), or nowhere (none)")
+@html_option
 @click.pass_context
-def scan(ctx: click.Context, image: str, as_json: bool, search: str) -> None:
+def scan(ctx: click.Context, image: str, as_json: bool, search: str,
+         html_path: str | None) -> None:
     """List the partitions of IMAGE, which are BitLocker, and stray metadata blocks."""
+    html = guard_html({"html_path": html_path}, [image])
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     require_input(image)
     with open_source(image) as source:
@@ -62,6 +66,7 @@ def scan(ctx: click.Context, image: str, as_json: bool, search: str) -> None:
         finally:
             if bar is not None:
                 bar.close()
+    write_scan_html(html, report.to_json())
     if as_json:
         emit_json(report.to_json())
     else:

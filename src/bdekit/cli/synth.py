@@ -17,9 +17,10 @@ import click
 from tqdm import tqdm
 
 from bdekit import synth as synth_mod
-from bdekit.errors import UsageError
+from bdekit.errors import EXIT_PARTIAL, UsageError
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.pipeline.signals import terminate_as_interrupt
+from bdekit.synth import check as check_mod
 from bdekit.synth import damage as damage_mod
 
 _METHODS = [label for method, label in METHOD_LABELS.items() if method != EncryptionMethod.NONE]
@@ -244,6 +245,32 @@ def damage(ctx: click.Context, image: str, **kwargs: Any) -> None:
         where = kwargs["manifest_path"] or synth_mod.default_manifest_path(image)
         if Path(where).exists():
             click.echo(f"recorded in {where}")
+
+
+@synth.command("check")
+@click.argument("decrypted", type=click.Path(dir_okay=False))
+@click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
+              help="the image's manifest (IMAGE.manifest.json)")
+@click.option("--plaintext", type=click.Path(dir_okay=False), default=None,
+              help="the plaintext volume the image was made from (for `create --from` "
+                   "images whose source has moved)")
+@click.option("--mapfile", type=click.Path(dir_okay=False), default=None,
+              help="the tool's ddrescue mapfile of DECRYPTED: damaged bytes that are not "
+                   "exact must be marked there")
+@click.option("--json", "as_json", is_flag=True, help="print the score as JSON")
+@click.pass_context
+def check(ctx: click.Context, decrypted: str, manifest_path: str, plaintext: str | None,
+          mapfile: str | None, as_json: bool) -> None:
+    """Score DECRYPTED (any tool's output: a file or a device) against the manifest.
+
+    Exit 0 when it is as good as the recorded damage allows, 6 otherwise."""
+    result = check_mod.score(decrypted, manifest_path, plaintext=plaintext, mapfile=mapfile)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(check_mod.format_score(result))
+    if not result.ok:
+        ctx.exit(EXIT_PARTIAL)
 
 
 COMMANDS = [synth]

@@ -38,6 +38,7 @@ from bdekit._version import __version__
 from bdekit.image.files import PRIVATE_MODE, write_atomic
 from bdekit.image.imagesource import SliceSource
 from bdekit.image.ranges import NOT_RESCUED, UNREADABLE, Damage, merge_damage
+from bdekit.pipeline.volmap import fill_report
 from bdekit.volume.bde import BdeVolume
 from bdekit.volume.planner import RunKind
 
@@ -87,6 +88,10 @@ class Report:
     damaged: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     repairs: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
+    # for the HTML report (bdekit.pipeline.volmap.fill_report, bdekit.report)
+    command: str = ""
+    volume: dict[str, Any] = dataclasses.field(default_factory=dict)
+    volume_map: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -143,6 +148,7 @@ def account(volume: BdeVolume, report: Report, span: tuple[int, int] | None = No
             report.bytes_decrypted += run.length
         else:
             report.bytes_plain += run.length
+    fill_report(volume, report)
 
 
 #: damage reason when no metadata candidate matches its SHA-256 integrity datum
