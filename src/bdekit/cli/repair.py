@@ -29,6 +29,7 @@ from bdekit.errors import EXIT_PARTIAL
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.pipeline.output import OutputKind
 from bdekit.pipeline.paths import PathPlan
+from bdekit.pipeline.report import Report
 from bdekit.recovery.repair import RepairOptions, default_mapfile_path, repair
 
 _METHODS = [label for method, label in METHOD_LABELS.items()
@@ -78,7 +79,10 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
     hashes = hash_choice(kwargs)
     html = guard_html(kwargs, [image], job_outputs(output))
     with _plan(image, output, kwargs).claim():
-        _repair(ctx, image, output, kwargs, quiet=quiet, mode=mode, hashes=hashes)
+        report = _repair(ctx, image, output, kwargs, quiet=quiet, mode=mode, hashes=hashes)
+    write_report_html(html, report.to_json(), "repair")
+    if report.damaged:
+        ctx.exit(EXIT_PARTIAL)
 
 
 def _plan(image: str, output: str, kwargs: dict[str, Any]) -> PathPlan:
@@ -99,7 +103,7 @@ def _plan(image: str, output: str, kwargs: dict[str, Any]) -> PathPlan:
 
 
 def _repair(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any], *,
-            quiet: bool, mode: int, hashes: tuple[str, ...]) -> None:
+            quiet: bool, mode: int, hashes: tuple[str, ...]) -> Report:
     secrets = build_secrets(kwargs)
     opts = RepairOptions(
         input=image, output=output, secrets=secrets,
@@ -114,7 +118,6 @@ def _repair(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any],
         unlocker=lambda volume, sec: cli_unlock(volume, sec, ctx),
         method=EncryptionMethod.from_label(kwargs["method"]) if kwargs["method"] else None)
     report = repair(opts)
-    write_report_html(html, report.to_json(), "repair")
     if not quiet:
         click.echo(report.summary(), err=True)
         for line in report.repairs:
@@ -122,8 +125,7 @@ def _repair(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any],
         print_damage(report)
         if report.output_mapfile:
             click.echo(f"bdekit: output mapfile: {report.output_mapfile}", err=True)
-    if report.damaged:
-        ctx.exit(EXIT_PARTIAL)
+    return report
 
 
 COMMANDS = [repair_command]

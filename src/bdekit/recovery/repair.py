@@ -332,14 +332,10 @@ def _journal_params(opts: RepairOptions, opened: Opened, salvage: SalvageSource,
 
 
 def _initial_report(opts: RepairOptions, opened: Opened) -> Report:
-<<<<<<< HEAD
     report = Report(input=os.path.abspath(opts.input), output=os.path.abspath(opts.output),
                     command_line=opts.command,
                     input_files=[os.path.abspath(p) for p in image_files(opts.input)
                                  if os.path.lexists(p)])
-=======
-    report = Report(input=opts.input, output=opts.output, command=opts.command)
->>>>>>> htmlreport
     report.metadata_copies = [c.describe() for c in opened.copies]
     report.key_package = opened.key_package
     report.repairs = list(opened.repairs)

@@ -38,7 +38,8 @@ from bdekit.report.sections import (
 )
 
 #: report fields shown in the summary / counts sections (in this order)
-_SUMMARY = [("command", "Command"), ("command_line", "Command line"), ("input", "Input"), ("output", "Output"),
+_SUMMARY = [("command", "Command"), ("command_line", "Command line"), ("input", "Input"),
+            ("output", "Output"),
             ("output_mapfile", "Output mapfile"), ("method", "Encryption method"),
             ("volume_size", "Volume size"), ("volume_size_source", "Volume size from"),
             ("sha256", "SHA-256 of the output"), ("started", "Started"),
