@@ -91,6 +91,15 @@ def test_no_journal_or_resume_on_a_stream(tmp_path: Path, extra: tuple[str, ...]
     assert proc.stdout == b"" and not list(tmp_path.glob("-*"))
 
 
+def test_no_mapfile_on_a_stream(tmp_path: Path) -> None:
+    out = tmp_path / "out.img"
+    proc = run_child("repair", str(IMAGE), str(out), "-rp", RP, "--output-mapfile",
+                     "/dev/stdout")
+    assert proc.returncode == EXIT_USAGE
+    assert b"regular file" in proc.stderr and proc.stdout == b""
+    assert not out.exists()
+
+
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path.cwd() / "src"))
     child = subprocess.Popen(bdekit_cmd("decrypt", str(IMAGE), "-", "-rp", RP,

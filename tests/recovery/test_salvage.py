@@ -75,6 +75,27 @@ def test_method_given_and_wrong_method(tmp_path: Path,
     assert not out2.exists()
 
 
+def test_fvek_file_and_only_copies_destroyed(tmp_path: Path,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The FVEK from a raw key file; the volume header survives (it names the copies'
+    regions, reported as guesses) while every copy is zeroed."""
+    vol = build_ntfs_volume(tmp_path_factory, "aes-xts-128")
+    img = vol.copy(tmp_path / "in.img")
+    _destroy_metadata(vol, img, header=False)
+    key = tmp_path / "key.fvek"
+    key.write_bytes(bytes.fromhex(vol.fvek))
+    out = tmp_path / "out.img"
+    report = tmp_path / "r.json"
+    code, _o, err = run_cli("repair", str(img), str(out), "--fvek-file", str(key),
+                            "--report", str(report))
+    assert code == EXIT_PARTIAL, err
+    assert_honest(code, out, vol.raw, report)
+    rep = json.loads(report.read_text())
+    for off in vol.layout["metadata_offsets"]:
+        assert any(d["offset"] <= off < d["offset"] + d["length"] for d in rep["damaged"])
+    assert "metadata regions at" in " ".join(rep["notes"])
+
+
 def test_truncated_before_the_first_copy(tmp_path: Path,
                                          tmp_path_factory: pytest.TempPathFactory) -> None:
     """The volume header survives, every copy and the relocated block lie beyond the end of

@@ -28,7 +28,7 @@ from bdekit.cli.cmdline import (
 )
 from bdekit.cli.common import STDOUT_TAKEN, build_secrets, cli_unlock, unlock_options
 from bdekit.cli.inputs import plan_unlock_inputs
-from bdekit.cli.report import guard_html, html_option, job_outputs, write_report_html
+from bdekit.cli.report import html_option, write_report_html
 from bdekit.errors import EXIT_PARTIAL, UsageError
 from bdekit.image.salvage import open_salvaged
 from bdekit.pipeline.decrypt import DEFAULT_CHUNK, decrypt_to
@@ -96,6 +96,7 @@ def _plan(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) -
     plan_unlock_inputs(plan, kwargs)
     plan.set_output(output)
     plan.add_output("report", kwargs["report_path"], stream_ok=True)
+    plan.add_output("HTML report", kwargs.get("html_path"))
     if output == STDOUT:
         ctx.meta[STDOUT_TAKEN] = True
         if kwargs["report_path"] == STDOUT:
@@ -109,7 +110,7 @@ def _run(ctx: click.Context, image: str, output: str, kwargs: dict[str, Any]) ->
     mode = parse_mode(kwargs["mode"])
     hashes = hash_choice(kwargs)
     report = examiner_report(ctx, image, output)
-    html = guard_html(kwargs, [image], job_outputs(output))
+    html = kwargs.get("html_path")
     with _plan(ctx, image, output, kwargs).claim():
         secrets = build_secrets(kwargs)
         vsrc, salvage, base = open_salvaged(image, offset=kwargs.get("offset"),

@@ -24,7 +24,7 @@ from bdekit.cli.cmdline import masked_command_line, parse_mode
 from bdekit.cli.common import build_secrets, cli_unlock, unlock_options
 from bdekit.cli.decrypt import decrypt_options, hash_choice, print_damage
 from bdekit.cli.inputs import plan_unlock_inputs
-from bdekit.cli.report import guard_html, job_outputs, write_report_html
+from bdekit.cli.report import write_report_html
 from bdekit.errors import EXIT_PARTIAL
 from bdekit.format.constants import METHOD_LABELS, EncryptionMethod
 from bdekit.pipeline.output import OutputKind
@@ -77,7 +77,7 @@ def repair_command(ctx: click.Context, image: str, output: str, **kwargs: Any) -
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
     mode = parse_mode(kwargs["mode"])
     hashes = hash_choice(kwargs)
-    html = guard_html(kwargs, [image], job_outputs(output))
+    html = kwargs.get("html_path")
     with _plan(image, output, kwargs).claim():
         report = _repair(ctx, image, output, kwargs, quiet=quiet, mode=mode, hashes=hashes)
     write_report_html(html, report.to_json(), "repair")
@@ -97,6 +97,7 @@ def _plan(image: str, output: str, kwargs: dict[str, Any]) -> PathPlan:
     plan.add_output("output mapfile", kwargs["output_mapfile"] or default_mapfile_path(output),
                     may_exist=resume)
     plan.add_output("report", kwargs["report_path"], stream_ok=True, may_exist=resume)
+    plan.add_output("HTML report", kwargs.get("html_path"), may_exist=resume)
     plan.add_output("log file", kwargs["log_file"], append=kwargs["resume"], atomic=False,
                     stream_ok=True)
     return plan
