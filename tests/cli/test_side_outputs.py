@@ -143,3 +143,14 @@ def test_nothing_is_unlocked_before_the_outputs_are_checked(tmp_path: Path) -> N
     assert code == EXIT_OK
     assert "rotate" in err
     assert [r["outcome"] for r in _audit_records(tmp_path)] == ["unlocked"]
+
+
+def test_batch_report_over_the_job_list_is_refused(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"input\n{copy_image(tmp_path)}\n")
+    before = jobs.read_bytes()
+    code, _out, err = run_cli("batch", str(jobs), "-o", str(tmp_path / "out"), "--report",
+                              str(jobs))
+    assert code == EXIT_USAGE
+    assert "job list" in _one_error_line(err)
+    assert jobs.read_bytes() == before

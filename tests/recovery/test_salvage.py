@@ -16,8 +16,17 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import EXIT_KEY, EXIT_PARTIAL, EXIT_USAGE
+from bdekit.escrow.secrets import Secrets
 from bdekit.recovery.method_guess import guess_method
-from tests.conftest import REAL_IMAGES, reference_digests, requires_real, run_cli, window_digests
+from bdekit.volume.bde import open_bde
+from tests.conftest import (
+    REAL_IMAGES,
+    REAL_PASSWORD,
+    reference_digests,
+    requires_real,
+    run_cli,
+    window_digests,
+)
 from tests.recovery.conftest import MiB, NtfsVolume, build_ntfs_volume
 from tests.recovery.rule import assert_honest, unflagged
 from tests.test_repair_support import damage
@@ -56,6 +65,37 @@ def test_every_copy_destroyed_method_inferred(method: str, tmp_path: Path,
     reasons = {d["reason"] for d in rep["damaged"]}
     assert any("all-zero ciphertext" in r for r in reasons)  # the destroyed copies
     assert any("relocated header block" in r for r in reasons)  # its extent is a guess
+
+
+def test_4k_sectors_inferred(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """4096-byte sectors: under XTS only the right sector size decrypts (the tweak is the
+    sector number); the relocated boot sector confirms it."""
+    vol = build_ntfs_volume(tmp_path_factory, "aes-xts-256", sector_size=4096)
+    img = vol.copy(tmp_path / "in.img")
+    _destroy_metadata(vol, img)
+    out = tmp_path / "out.img"
+    code, err, rep = _salvage(img, out, vol.fvek)
+    assert code == EXIT_PARTIAL, err
+    assert_honest(code, out, vol.raw, out.with_suffix(".json"))
+    assert "aes-xts-256, 4096-byte sectors" in " ".join(rep["notes"])
+    assert unflagged(out, out.with_suffix(".json")) > 12 * MiB
+
+
+def test_relocated_block_destroyed_too(tmp_path: Path,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Header, copies and the relocated header block zeroed: the NTFS backup boot sector in
+    the volume's last sector, found by trial decryption, gives sector 0 and the size."""
+    vol = build_ntfs_volume(tmp_path_factory, "aes-xts-128")
+    img = vol.copy(tmp_path / "in.img")
+    _destroy_metadata(vol, img)
+    damage(img, zero=[(vol.layout["relocated_offset"], 8192)])
+    out = tmp_path / "out.img"
+    code, err, rep = _salvage(img, out, vol.fvek)
+    assert code == EXIT_PARTIAL, err
+    assert_honest(code, out, vol.raw, out.with_suffix(".json"))
+    assert out.read_bytes()[:512] == vol.raw.read_bytes()[:512]
+    assert rep["volume_size"] == vol.raw.stat().st_size
+    assert any("backup" in r for r in rep["repairs"])
 
 
 def test_method_given_and_wrong_method(tmp_path: Path,
@@ -137,13 +177,25 @@ def test_guess_method_scores(tmp_path_factory: pytest.TempPathFactory) -> None:
     assert others and all(c.score == 0 for c in others)
 
 
+def _real_fvek(name: str, src: Path) -> str:
+    """The README's FVEK; for the used-space-only image (none listed), the one its password
+    unlocks (AES-CCM authenticates it)."""
+    listed = REAL_IMAGES[name][2]
+    if listed:
+        return listed
+    volume = open_bde(str(src))
+    return volume.unlock(Secrets(passwords=[REAL_PASSWORD])).fvek.hex()
+
+
 @requires_real
 @pytest.mark.real
-@pytest.mark.parametrize("name", ["aes-xts_128", "aes_256", "aes_128_diffuser"])
+@pytest.mark.parametrize("name", ["aes-xts_128", "aes_256", "aes_128_diffuser", "eow_partial"])
 def test_real_image_every_copy_destroyed(name: str, tmp_path: Path,
                                          real_image: Callable[[str], Path]) -> None:
     """Windows' own images, header and copies zeroed, the FVEK from their README: every
-    sector whose ciphertext was written decrypts as libbde and dissect.fve decrypt it."""
+    sector whose ciphertext was written decrypts as libbde and dissect.fve decrypt it (on the
+    partly encrypted used-space-only image nothing decrypts to structure: its plaintext
+    boot sector and its EOW bitmaps carry the salvage)."""
     src = real_image(name)
     code, info, _e = run_cli("info", str(src), "--json")
     offsets = [c["offset"] for c in json.loads(info)["metadata_copies"]]
@@ -151,7 +203,7 @@ def test_real_image_every_copy_destroyed(name: str, tmp_path: Path,
     img.write_bytes(src.read_bytes())
     damage(img, zero=[(0, 512)] + [(o, REGION) for o in offsets])
     out = tmp_path / "out.img"
-    code, err, rep = _salvage(img, out, str(REAL_IMAGES[name][2]))
+    code, err, rep = _salvage(img, out, _real_fvek(name, src))
     assert code == EXIT_PARTIAL, err
     assert rep["method"] == REAL_IMAGES[name][1]
     data = out.read_bytes()

@@ -106,9 +106,10 @@ def test_zero_relocated_header(image: Path) -> None:
     assert image.read_bytes()[off:off + 8192] == bytes(8192)
     volume = open_bde(image)
     volume.unlock(Secrets())
-    # the NTFS boot sector is gone: the size falls back to the image's
-    assert volume.size_source == "image"
-    assert volume.open().pread(512, 0)[3:11] != b"NTFS    "
+    # the relocated boot sector is gone: the NTFS backup in the volume's last sector gives
+    # the size and serves sector 0 (issue 11: never a noise boot sector)
+    assert volume.size_source == "backup boot sector"
+    assert volume.open().pread(512, 0)[3:11] == b"NTFS    "
     assert manifest_of(image).damage == [{"kind": "zero-relocated-header", "offset": off,
                                           "length": 8192, "volume_offset": 0}]
 

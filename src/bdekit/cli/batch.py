@@ -30,6 +30,7 @@ from bdekit.batch import (
 from bdekit.cli.report import check_batch_html, write_batch_html
 from bdekit.errors import UsageError
 from bdekit.pipeline.decrypt import DEFAULT_CHUNK
+from bdekit.pipeline.paths import PathPlan
 from bdekit.recovery.repair import command_line
 
 
@@ -120,6 +121,7 @@ def batch(ctx: click.Context, jobs: str, output_dir: str, **kwargs: Any) -> None
     `bdekit batch ... --scheduler tcp://HOST:8786`.
     """
     quiet = bool(ctx.obj and ctx.obj.get("quiet"))
+    _check_paths(jobs, kwargs)
     opts = _options(output_dir, kwargs)
     job_list = load_jobs(jobs, mode=opts.mode, output_dir=opts.output_dir)
     if kwargs["html"]:
@@ -140,6 +142,21 @@ def batch(ctx: click.Context, jobs: str, output_dir: str, **kwargs: Any) -> None
         write_batch_html(opts.output_dir, summary.to_json())
     _show(summary, quiet)
     ctx.exit(summary.exit_code)
+
+
+def _check_paths(jobs: str, kwargs: dict[str, Any]) -> None:
+    """``--report`` (and the audit log) must not be the job list or a key file (exit 2)."""
+    plan = PathPlan()
+    if os.path.isfile(jobs):
+        plan.add_input("job list", jobs)
+    for role, key in (("keyring", "keyring"), ("key package", "key_package"),
+                      ("certificate", "certificate")):
+        plan.add_inputs(role, kwargs[key])
+    plan.add_input("certificate key", kwargs["certificate_key"])
+    plan.add_output("report", kwargs["report_path"], stream_ok=True, may_exist=True)
+    if kwargs["audit_log"]:
+        plan.add_audit_log(kwargs["audit_log"])
+    plan.check()
 
 
 def _show(summary: BatchSummary, quiet: bool) -> None:

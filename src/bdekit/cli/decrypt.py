@@ -84,8 +84,9 @@ def examiner_report(ctx: click.Context, image: str, output: str) -> Report:
     """A report that starts with what an examiner files: version, the masked command line,
     absolute paths, every file of the image."""
     shown = output if output == STDOUT else os.path.abspath(output)
-    return Report(input=os.path.abspath(image), output=shown,
-                  command_line=masked_command_line(ctx),
+    command = masked_command_line(ctx)
+    return Report(input=os.path.abspath(image), output=shown, command_line=command,
+                  command=command,
                   input_files=[os.path.abspath(p) for p in image_files(image)
                                if os.path.lexists(p)])
 

@@ -242,8 +242,8 @@ def _settle_extents(blocks: list[_Block], chunk: int, notes: list[str]) -> None:
 
 def _gaps(blocks: list[_Block]) -> list[tuple[int, int]]:
     """(start, end) of each run of blocks left without a region: from the region before it
-    (or the run's first claim) to the region after it (or the run's last claim; the whole
-    volume when nothing is known)."""
+    to the region after it; a run at either end reaches the start (or the end) of the volume,
+    since its own claims are what is in doubt."""
     out: list[tuple[int, int]] = []
     i = 0
     while i < len(blocks):
@@ -255,9 +255,8 @@ def _gaps(blocks: list[_Block]) -> list[tuple[int, int]]:
             j += 1
         before = blocks[i - 1].extent if i else None
         after = blocks[j].extent if j < len(blocks) else None
-        first, last = _claimed(blocks[i]), _claimed(blocks[j - 1])
-        start = sum(before) if before else (first[0] if first else 0)
-        end = after[0] if after else (sum(last) if last and sum(last) > start else WHOLE_VOLUME)
+        start = sum(before) if before else 0
+        end = after[0] if after else WHOLE_VOLUME
         if end > start:
             out.append((start, end))
         i = j

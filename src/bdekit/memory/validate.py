@@ -91,10 +91,29 @@ class Validator:
                                    path=volume.path) from None
         self.sector_size = volume.sector_size
         self.probe = BdeVolume(volume.source, path=volume.path, metadata=md)
-        self.probe.set_key(UnlockResult(fvek=bytes(size), method=self.method, via=UnlockVia.NONE))
-        self.boot = self._sample("boot sector", 0)
+        quiet = logging.getLogger("bdekit.volume")  # a zero key: its warnings mean nothing
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            self.probe.set_key(UnlockResult(fvek=bytes(size), method=self.method,
+                                            via=UnlockVia.NONE))
+        finally:
+            quiet.setLevel(level)
+        self.boot = self._boot_sample()
         self.tried = 0
         self._extra: list[_Sample] | None = None
+
+    def _boot_sample(self) -> _Sample | None:
+        """The relocated boot sector (Windows 7+), read where the metadata puts it: the probe's
+        own plan cannot serve it, since a zero key never verifies a boot sector; a plaintext
+        one (used-space-only volumes) is taken as such. Vista: sector 0 as planned."""
+        virt = self.metadata.virtualization
+        if self.metadata.version < 2 or virt is None:
+            return self._sample("boot sector", 0)
+        data = self.probe._read(virt[0], self.sector_size)
+        if len(data) < self.sector_size or not any(data):
+            return None
+        return _Sample("boot sector", virt[0], data, parse_boot_sector(data) is None)
 
     def _sample(self, what: str, offset: int, sectors: int = 1) -> _Sample | None:
         length = sectors * self.sector_size

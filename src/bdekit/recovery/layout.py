@@ -65,14 +65,16 @@ def sector_known(md: Metadata, package: KeyPackage | None) -> bool:
 
 
 def settle_layout(md: Metadata, result: UnlockResult, read: ReadFn, image_size: int, *,
-                  sector_known: bool, notes: list[str]) -> Metadata:
-    """Fill in the relocated header block and the sector size when they are not known."""
+                  sector_known: bool, notes: list[str],
+                  hints: Sequence[int] = ()) -> Metadata:
+    """Fill in the relocated header block and the sector size when they are not known
+    (``hints``: offsets an unverified source names for the block, tried first)."""
     if md.version < 2 or not result.fvek:
         return md
     virt = md.virtualization
     ss = md.header.bytes_per_sector
     if virt is None or not virt[0]:
-        found = _find_relocated(md, result, read, image_size, sector_known, notes)
+        found = _find_relocated(md, result, read, image_size, sector_known, notes, hints)
         if found is None:
             return md
         ss = found
@@ -91,11 +93,13 @@ def settle_layout(md: Metadata, result: UnlockResult, read: ReadFn, image_size: 
 
 
 def _find_relocated(md: Metadata, result: UnlockResult, read: ReadFn, image_size: int,
-                    sector_known: bool, notes: list[str]) -> int | None:
+                    sector_known: bool, notes: list[str],
+                    hints: Sequence[int] = ()) -> int | None:
     """Search the relocated header block, record it in the block header; its sector size."""
     bh = md.block_header
     ss = md.header.bytes_per_sector
-    candidates = [int(o) + V2_METADATA_REGION for o in bh.metadata_offsets if int(o)]
+    candidates = [*hints, *(int(o) + V2_METADATA_REGION for o in bh.metadata_offsets
+                            if int(o))]
     found = find_relocated_header(read, image_size, result.method, result.fvek, candidates,
                                   sector_sizes=(ss,) if sector_known else SECTOR_SIZES)
     if found is None:

@@ -262,7 +262,8 @@ class _Search:
             md = package_metadata(pkg, self.header, method=result.method)
         notes: list[str] = []
         md = settle_layout(md, result, self.read, self.image_size,
-                           sector_known=sector_known(md, pkg), notes=notes)
+                           sector_known=sector_known(md, pkg), notes=notes,
+                           hints=pkg.hints.get("relocated", []))
         fits = key_fits_image(md, result, self.read, self.image_size, pkg)
         return (md, result), notes, fits
 
@@ -346,12 +347,10 @@ def _finish(search: _Search, md: Metadata, result: UnlockResult) -> Opened:
                            sector_known=sector_known(md, None), notes=notes)
     volume = BdeVolume(search.src, path=search.path, metadata=md)
     fvek_unverified = _set_key(volume, result, search.image_size)
-    if md.source == MetadataSource.KEY_PACKAGE:
-        # a package has no SHA-256 of its own: its checksums vouched for what it gave
-        md.trust = str(Trust.UNAVAILABLE)
-        if result.vmk is not None:  # check the copies read from the image
-            for copy in search.pool:
-                copy.integrity = integrity_of(copy, result.vmk)
+    if md.source == MetadataSource.KEY_PACKAGE and result.vmk is not None:
+        # a package's copy has no SHA-256 of its own; check the copies read from the image
+        for copy in search.pool:
+            copy.integrity = integrity_of(copy, result.vmk)
     opened = Opened(volume=volume, result=result,
                     copies=[*md.copies, *[c for c in search.pool if c not in md.copies]],
                     notes=notes, key_package=package.path if package else None)
@@ -366,8 +365,12 @@ def _finish(search: _Search, md: Metadata, result: UnlockResult) -> Opened:
             and not key_fits_image(md, result, search.read, search.image_size, package):
         raise WrongKeyError("the FVEK given decrypts neither the volume's boot sector nor its "
                             "backup: wrong FVEK", path=search.path)
-    if package is not None and package.block_header is None:
-        _judge_package_layout(opened, package)
+    if package is not None:
+        # no SHA-256 to check a package with: its checksums vouched for what it gave, the
+        # sector judge reports what they do not cover
+        volume.metadata.trust = str(Trust.UNAVAILABLE)
+        if package.block_header is None:
+            _judge_package_layout(opened, package)
     return opened
 
 

@@ -333,7 +333,7 @@ def _journal_params(opts: RepairOptions, opened: Opened, salvage: SalvageSource,
 
 def _initial_report(opts: RepairOptions, opened: Opened) -> Report:
     report = Report(input=os.path.abspath(opts.input), output=os.path.abspath(opts.output),
-                    command_line=opts.command,
+                    command_line=opts.command, command=opts.command,
                     input_files=[os.path.abspath(p) for p in image_files(opts.input)
                                  if os.path.lexists(p)])
     report.metadata_copies = [c.describe() for c in opened.copies]

@@ -55,7 +55,7 @@ from bdekit.recovery.boot_search import (
     plain_boot_sector_hits,
 )
 from bdekit.recovery.layout import LOST_BOOT_CODE, RELOCATED_SIZE
-from bdekit.recovery.metadata_scan import ReadFn, ScanResult
+from bdekit.recovery.metadata_scan import SECTOR_SIZES, ReadFn, ScanResult
 from bdekit.recovery.method_guess import Candidate, guess_method
 from bdekit.volume.bde import SizeSource
 
@@ -106,7 +106,7 @@ def salvage_with_fvek(read: ReadFn, image_size: int, fvek: bytes, *, method: int
                       path: str | None) -> Salvage:
     """A stand-in for the lost metadata, built from ``fvek`` and the image (module
     docstring)."""
-    cand = _method(read, image_size, fvek, method, path)
+    cand, confirmed = _method(read, image_size, fvek, method, path)
     ss = cand.sector_size
     boot = _find_boot(read, image_size, cand)
     regions = _metadata_regions(header, scan, image_size, ss)
@@ -115,11 +115,17 @@ def salvage_with_fvek(read: ReadFn, image_size: int, fvek: bytes, *, method: int
     result = UnlockResult(fvek=cand.key, method=int(cand.method), via=UnlockVia.FVEK,
                           source="--fvek")
     size = boot.info.volume_size if boot.info is not None else image_size
-    out = Salvage(md, result, size, SizeSource.BOOT_SECTOR if boot.info is not None
-                  else SizeSource.IMAGE)
+    source = SizeSource.IMAGE if boot.info is None else (
+        SizeSource.BACKUP_BOOT_SECTOR if boot.backup is not None else SizeSource.BOOT_SECTOR)
+    out = Salvage(md, result, size, source)
+    how = "(given)" if method is not None else (
+        f"(inferred: {cand.evidence()})" if confirmed else "(the only one the key fits)")
     out.note(f"no BitLocker metadata: the layout is inferred from the image with the FVEK "
-             f"given; method {cand.method.label}, {ss}-byte sectors "
-             + ("(given)" if method is not None else f"(inferred: {cand.evidence()})"))
+             f"given; method {cand.method.label}, {ss}-byte sectors {how}")
+    if not confirmed:
+        out.note("nothing in the image decrypts to file-system structure: the key is not "
+                 "confirmed (the volume is partly in plaintext); every decrypted sector is "
+                 "reported as a guess")
     _report_boot(out, boot, ss, read)
     for off, where in regions:
         out.lost.append(Damage(off, V2_METADATA_REGION, GUESS_METADATA.format(where=where)))
@@ -135,20 +141,41 @@ def salvage_with_fvek(read: ReadFn, image_size: int, fvek: bytes, *, method: int
 
 
 def _method(read: ReadFn, image_size: int, fvek: bytes, method: int | None,
-            path: str | None) -> Candidate:
+            path: str | None) -> tuple[Candidate, bool]:
+    """(the method and sector size, whether the image confirms the key)."""
     winner, ranked = guess_method(read, image_size, fvek, method=method)
     if winner is not None:
-        return winner
-    if not ranked or ranked[0].score == 0:
+        return winner, True
+    methods = {(c.method, c.key) for c in ranked}
+    if ranked and ranked[0].score > 0:
+        if len(methods) == 1:
+            return ranked[0], True
+        scores = "; ".join(c.evidence() for c in ranked[:6])
+        raise UsageError("cannot tell the encryption method from the image (" + scores
+                         + "): give it with --method", path=path)
+    # nothing decrypts to structure: only a volume left partly in plaintext (a boot sector
+    # stored as is) makes a salvage worth it, and only with one method to choose
+    plain = _plain_boot(read, image_size)
+    if plain is None:
         raise WrongKeyError("the FVEK given decrypts nothing in the image to file-system "
                             "structure under any method it may belong to (no boot sector, no "
                             "NTFS record, no structured sector): wrong FVEK, or nothing of "
                             "the file system is left", path=path)
-    if method is not None:
-        return ranked[0]
-    scores = "; ".join(c.evidence() for c in ranked[:6])
-    raise UsageError("cannot tell the encryption method from the image (" + scores
-                     + "): give it with --method", path=path)
+    if len(methods) > 1:
+        raise UsageError("nothing in the image decrypts to file-system structure under any "
+                         "method the FVEK may belong to (the volume is partly in plaintext): "
+                         "give the method with --method", path=path)
+    ss = plain.bytes_per_sector
+    cand = next((c for c in ranked if c.sector_size == ss), ranked[0])
+    return cand, False
+
+
+def _plain_boot(read: ReadFn, image_size: int) -> BootSector | None:
+    for ss in SECTOR_SIZES:
+        hits = plain_boot_sector_hits(read, image_size, ss)
+        if hits:
+            return max((info for _o, info in hits), key=lambda i: i.volume_size)
+    return None
 
 
 def _find_boot(read: ReadFn, image_size: int, cand: Candidate) -> _Boot:

@@ -354,6 +354,28 @@ def _other_sector_size(inp: BootInputs,
     return None
 
 
+def _lost_spans(inp: BootInputs, first: int, block: int) -> list[tuple[int, int]]:
+    """The (start, end) volume spans of the relocated block from sector ``first`` that cannot
+    be trusted once its boot sector failed: all of it when that sector holds something that
+    is not a boot sector (garbled); when it is blank (never written, or unreadable and
+    zero-filled), only the sectors that are blank too (they would decrypt to noise)."""
+    ss = inp.sector_size
+    virt = inp.metadata.virtualization
+    if virt is None or block <= first * ss:
+        return []
+    raw = inp.read(virt[0], block)
+    if any(raw[:ss]):
+        return [(first * ss, block)]
+    spans: list[tuple[int, int]] = []
+    for k in range(first, block // ss):
+        if not any(raw[k * ss:(k + 1) * ss]):
+            if spans and spans[-1][1] == k * ss:
+                spans[-1] = (spans[-1][0], (k + 1) * ss)
+            else:
+                spans.append((k * ss, (k + 1) * ss))
+    return spans
+
+
 def _fallback(inp: BootInputs, claimed: BootSector | None) -> BootPlan:
     backup = _backup_sector(inp, claimed)
     if backup is None:
@@ -372,17 +394,20 @@ def _fallback(inp: BootInputs, claimed: BootSector | None) -> BootPlan:
         plan.repairs.append(f"boot sector rebuilt from its backup: {what} at offset {pos} "
                             "(sector 0 of the volume does not hold a valid boot sector)")
         log.warning(plan.repairs[-1])
-        if block > ss:  # the rest of a damaged relocated block cannot be trusted either
-            plan.paints.append((ss, block, RunKind.ZERO, 0, False))
-            plan.damage.append(Damage(ss, block - ss, BOOT_CODE_LOST))
+        for a, b in _lost_spans(inp, 1, block):  # the boot code after a damaged boot sector
+            plan.paints.append((a, b, RunKind.ZERO, 0, False))
+            plan.damage.append(Damage(a, b - a, BOOT_CODE_LOST))
         return plan
     size, source = _size_without_boot_sector(inp, claimed)
-    lost = max(block, ss)
-    plan = BootPlan(size, source, False, paints=[(0, lost, RunKind.ZERO, 0, False)])
-    plan.damage.append(Damage(0, lost, BOOT_SECTOR_LOST if block else VISTA_HEADER_LOST))
+    plan = BootPlan(size, source, False, paints=[(0, ss, RunKind.ZERO, 0, False)])
+    reason = BOOT_SECTOR_LOST if block else VISTA_HEADER_LOST
+    plan.damage.append(Damage(0, ss, reason))
+    for a, b in _lost_spans(inp, 1, block):
+        plan.paints.append((a, b, RunKind.ZERO, 0, False))
+        plan.damage.append(Damage(a, b - a, reason))
     plan.notes.append(f"no valid boot sector (sector 0, its other reading, the file system's "
-                      f"backups): the first {lost} bytes are written as zeros; volume size "
-                      f"{size} from {source}")
+                      f"backups): sector 0 is written as zeros; volume size {size} from "
+                      f"{source}")
     log.warning(plan.notes[-1])
     return plan
 
