@@ -54,7 +54,7 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
 @pytest.fixture(scope="session")
 def xts(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A synthetic AES-XTS-128 volume (tests/test_repair_support.py, built once)."""
-    from tests.test_repair_support import synth_image
+    from tests.repair_support import synth_image
 
     return synth_image(tmp_path_factory, "xts", method="aes-xts-128")
 
@@ -62,7 +62,7 @@ def xts(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
 @pytest.fixture(scope="session")
 def cbc4k(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A synthetic AES-CBC-256 volume with 4096-byte sectors (built once)."""
-    from tests.test_repair_support import synth_image
+    from tests.repair_support import synth_image
 
     return synth_image(tmp_path_factory, "cbc4k", method="aes-cbc-256", sector_size=4096)
 

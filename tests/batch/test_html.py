@@ -112,7 +112,7 @@ def test_a_job_named_like_the_index_is_refused(small: Small, tmp_path: Path) -> 
 def test_pages_in_a_browser(batch_out: Path, tmp_path: Path) -> None:
     """The index and its links in headless Chromium: every job page opens from the index,
     the damaged one shows its map, and nothing is fetched from outside the directory."""
-    chromium = pytest.importorskip("tests.test_html_browser")
+    chromium = pytest.importorskip("tests.report.test_html_browser")
     site = Path(shutil.copytree(batch_out, tmp_path / "site",
                                 ignore=shutil.ignore_patterns("*.img")))
     driver = chromium.start_browser()

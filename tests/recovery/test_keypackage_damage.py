@@ -18,7 +18,7 @@ from bdekit.format.metadata import parse_datums
 from tests.conftest import run_cli
 from tests.recovery.conftest import NtfsVolume, build_ntfs_volume
 from tests.recovery.rule import assert_honest, unflagged, verdict
-from tests.test_repair_support import damage
+from tests.repair_support import damage
 
 REGION = 64 << 10
 

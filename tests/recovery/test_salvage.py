@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 from tests.recovery.conftest import MiB, NtfsVolume, build_ntfs_volume
 from tests.recovery.rule import assert_honest, unflagged
-from tests.test_repair_support import damage
+from tests.repair_support import damage
 
 REGION = 64 << 10
 

@@ -14,7 +14,7 @@ import pytest
 
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
 from bdekit.image.mapfile import merge_ranges
-from tests.test_repair_support import (
+from tests.repair_support import (
     MiB,
     check_repaired,
     run_cli,

@@ -19,7 +19,7 @@ from bdekit.image.ranges import MISSING
 from bdekit.recovery.layout import LOST_BOOT_CODE, LOST_BOOT_SECTOR
 from bdekit.recovery.repair import command_line
 from tests.conftest import REAL_RP, reference_digests, requires_real, window_digests
-from tests.test_repair_support import (
+from tests.repair_support import (
     MiB,
     Synth,
     check_repaired,

@@ -23,7 +23,7 @@ from bdekit.pipeline.decrypt import Pace, decrypt_to
 from bdekit.pipeline.journal import Journal
 from bdekit.volume.bde import BdeVolume, open_bde
 from tests.paced_cli import spawn
-from tests.test_repair_support import MiB, Synth, run_cli, synth_image
+from tests.repair_support import MiB, Synth, run_cli, synth_image
 
 
 @pytest.fixture(scope="session")

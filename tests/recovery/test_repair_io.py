@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bdekit.errors import EXIT_OK, EXIT_PARTIAL
 from bdekit.image.ranges import NOT_RESCUED, UNREADABLE
-from tests.test_repair_support import (
+from tests.repair_support import (
     EioMount,
     MiB,
     Synth,

@@ -18,7 +18,7 @@ from bdekit.escrow.keypackage import HEADER_SIZE, MAGIC, parse_key_package, read
 from bdekit.format.constants import DatumType
 from bdekit.format.metadata import parse_datums
 from tests.recovery.rule import assert_honest
-from tests.test_repair_support import (
+from tests.repair_support import (
     Synth,
     check_repaired,
     damage,

@@ -14,7 +14,7 @@ import pytest
 
 from bdekit.errors import EXIT_PARTIAL, EXIT_USAGE
 from tests.paced_cli import spawn
-from tests.test_repair_support import (
+from tests.repair_support import (
     MiB,
     Synth,
     bad_ranges_of,

@@ -69,5 +69,5 @@ def test_plugin_is_registered_for_pytest() -> None:
     import tomllib
     from pathlib import Path
 
-    data = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert data["project"]["entry-points"]["pytest11"] == {"bdekit.testing": "bdekit.testing"}
