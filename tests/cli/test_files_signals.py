@@ -88,4 +88,6 @@ def test_an_early_interrupt_prints_no_traceback(tmp_path: Path, delay: float) ->
     err = proc.stderr.read().decode()
     status = proc.wait(60)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-    assert status in (0, 130), err
+    # finished, interrupted (130), or stopped by the signal itself during the interpreter's
+    # final shutdown (Python restores the default handler there): never a traceback
+    assert status in (0, 130, -signal.SIGINT), err
