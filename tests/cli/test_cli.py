@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
 import struct
+import subprocess
+import sys
 import uuid
 import zlib
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from bdekit import synth
-from bdekit.cli.main import cli
+from bdekit.cli.main import COMMAND_MODULES, cli, load_command
 from bdekit.errors import (
     EXIT_FORMAT,
     EXIT_KEY,
@@ -296,3 +299,35 @@ def test_decrypt_to_character_device_needs_force() -> None:
     code, _out, err = run("decrypt", image, "/dev/null", "-rp", rp, "--force")
     assert code == EXIT_OK, err
     assert manifest["volume_sha256"] in err  # the summary line names the output's SHA-256
+
+
+def test_command_table_matches_the_modules() -> None:
+    """Every command a module declares is in the lazy table under its own name, and every
+    name of the table loads the command of that name."""
+    declared = {command.name: module
+                for modules in COMMAND_MODULES.values() for module in modules
+                for command in importlib.import_module(module).COMMANDS}
+    assert set(declared) == set(COMMAND_MODULES)
+    for name, modules in COMMAND_MODULES.items():
+        assert declared[name] == modules[0]
+        command = load_command(name)
+        assert command is not None and command.name == name
+    assert load_command("no-such-command") is None
+    assert {"from-memory", "export"} <= set(load_command("keys").commands)  # type: ignore[union-attr]
+
+
+def test_decrypt_does_not_load_the_other_commands() -> None:
+    """``bdekit decrypt`` imports its own command only: not batch's pools and Dask, synth,
+    mount, the memory search or the other command modules (start-up time)."""
+    code = ("import sys\nfrom bdekit.cli.main import cli\n"
+            "try:\n    cli.main(['decrypt', '--help'], standalone_mode=False)\n"
+            "except SystemExit:\n    pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('bdekit'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    loaded = set(proc.stdout.split())
+    assert "bdekit.cli.decrypt" in loaded
+    for module in ("bdekit.batch.cluster", "bdekit.batch.local", "bdekit.synth",
+                   "bdekit.cli.mount", "bdekit.cli.synth", "bdekit.cli.batch",
+                   "bdekit.cli.repair", "bdekit.cli.keys", "bdekit.fuse"):
+        assert module not in loaded, module

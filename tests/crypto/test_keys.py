@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bdekit.crypto import keys as keys_module
 from bdekit.crypto.keys import (
     BlockCheck,
     aes_ccm_decrypt,
@@ -257,6 +258,36 @@ def test_stretch_matches_reference(rounds: int) -> None:
     rng = random.Random(rounds)
     initial, salt = rng.randbytes(32), rng.randbytes(16)
     assert stretch_key(initial, salt, rounds) == reference_stretch(initial, salt, rounds)
+
+
+@pytest.mark.parametrize("pure", ["1", "0"], ids=["hashlib", "default"])
+@pytest.mark.parametrize("rounds", [0, 1, 2, 3, 1000])
+def test_stretch_paths_match_reference(monkeypatch: pytest.MonkeyPatch, pure: str,
+                                       rounds: int) -> None:
+    """Both paths (BDEKIT_PURE=1: the hashlib loop; default: C on SHA-NI where available)
+    against the struct-packed reference above, memo cleared between them."""
+    monkeypatch.setenv("BDEKIT_PURE", pure)
+    monkeypatch.setattr(keys_module, "_STRETCHED", {})
+    rng = random.Random(rounds * 7 + int(pure))
+    initial, salt = rng.randbytes(32), rng.randbytes(16)
+    assert stretch_key(initial, salt, rounds) == reference_stretch(initial, salt, rounds)
+
+
+@pytest.mark.skipif(not (keys_module._native_stretch is not None
+                         and keys_module._native_stretch.available()),
+                    reason="the C stretch is not built or this CPU has no SHA extensions")
+def test_native_stretch_serves_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where it can run, the C loop is the one used (and gives the reference's hashes over
+    many random inputs, the counter's bytes included: 300 rounds cross a byte boundary)."""
+    monkeypatch.delenv("BDEKIT_PURE", raising=False)
+    assert keys_module.native_stretch_used()
+    rng = random.Random(5)
+    for _ in range(20):
+        initial, salt = rng.randbytes(32), rng.randbytes(16)
+        assert keys_module._stretch_native(initial, salt, 300) == \
+            reference_stretch(initial, salt, 300)
+    monkeypatch.setenv("BDEKIT_PURE", "1")
+    assert not keys_module.native_stretch_used()
 
 
 def test_stretch_zero_rounds_is_zero_and_one_round_is_one_hash() -> None:

@@ -21,14 +21,38 @@ keyring, and summarises what each job did. From the bottom up:
 
 This layer sits above :mod:`bdekit.recovery` (it uses its image survey and ``repair``) and
 below the command line.
+
+The names below are imported when first used (PEP 562): importing one submodule (the command
+line's report options import :mod:`~bdekit.batch.spec`) does not load the pools and Dask.
 """
 
-from bdekit.batch.cluster import DaskCluster
-from bdekit.batch.local import LocalPool
-from bdekit.batch.runner import load_jobs, run_batch
-from bdekit.batch.spec import MODES, BatchOptions, JobResult, JobSpec
-from bdekit.batch.summary import BatchSummary, format_table
-from bdekit.batch.worker import run_job
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bdekit.batch.cluster import DaskCluster
+    from bdekit.batch.local import LocalPool
+    from bdekit.batch.runner import load_jobs, run_batch
+    from bdekit.batch.spec import MODES, BatchOptions, JobResult, JobSpec
+    from bdekit.batch.summary import BatchSummary, format_table
+    from bdekit.batch.worker import run_job
+
+_LAZY = {"DaskCluster": "cluster", "LocalPool": "local", "load_jobs": "runner",
+         "run_batch": "runner", "MODES": "spec", "BatchOptions": "spec", "JobResult": "spec",
+         "JobSpec": "spec", "BatchSummary": "summary", "format_table": "summary",
+         "run_job": "worker"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bdekit.batch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bdekit.batch.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["MODES", "BatchOptions", "BatchSummary", "DaskCluster", "JobResult", "JobSpec",
            "LocalPool", "format_table", "load_jobs", "run_batch", "run_job"]

@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shlex
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -254,4 +256,21 @@ def verbosity_options() -> list[click.Option]:
 
 __all__ = ["ARGV_KEY", "MASK", "OFFSET", "OffsetParam", "Position", "RangeParam",
            "is_secret", "masked_command_line", "mode_option", "parse_mode", "parse_position",
-           "resolve_range", "verbosity_options"]
+           "resolve_range", "setup_logging", "verbosity_options"]
+
+
+def setup_logging(verbose: int, quiet: bool, debug: bool) -> None:
+    """The ``bdekit`` logger on stderr at the level the verbosity options ask for."""
+    level = logging.WARNING
+    if verbose:
+        level = logging.INFO
+    if debug:
+        level = logging.DEBUG
+    if quiet:
+        level = logging.ERROR
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bdekit: %(levelname)s: %(message)s"))
+    root = logging.getLogger("bdekit")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -274,19 +274,3 @@ def stdout_taken(ctx: click.Context | None = None) -> bool:
 
 def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def setup_logging(verbose: int, quiet: bool, debug: bool) -> None:
-    level = logging.WARNING
-    if verbose:
-        level = logging.INFO
-    if debug:
-        level = logging.DEBUG
-    if quiet:
-        level = logging.ERROR
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bdekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("bdekit")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False

@@ -12,6 +12,7 @@ has gone (``bdekit decrypt IMG - | head``) ends quietly with the exit status of 
 from __future__ import annotations
 
 import errno
+import gc
 import importlib
 import logging
 import os
@@ -23,8 +24,7 @@ from typing import Any
 import click
 
 from bdekit._version import __version__
-from bdekit.cli.cmdline import ARGV_KEY, verbosity_options
-from bdekit.cli.common import setup_logging
+from bdekit.cli.cmdline import ARGV_KEY, setup_logging, verbosity_options
 from bdekit.errors import EXIT_OTHER, EXIT_USAGE, BdeError
 
 log = logging.getLogger("bdekit")
@@ -115,36 +115,24 @@ class BdeGroup(click.Group):
             ctx.exit(EXIT_OTHER)
 
 
-@click.group(cls=BdeGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="bdekit")
-@click.option("-v", "--verbose", count=True, help="log what is done (INFO)")
-@click.option("-q", "--quiet", is_flag=True, help="only errors; no progress bar")
-@click.option("--debug", is_flag=True, help="log every structure as it is parsed, with offsets")
-@click.pass_context
-def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
-    """Open, decrypt and repair BitLocker-encrypted disk images, offline."""
-    setup_logging(verbose, quiet, debug)
-    ctx.ensure_object(dict)
-    ctx.obj["quiet"] = quiet
-    ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet, "debug": debug}
-    ctx.obj["on_verbosity"] = setup_logging
-
-
-#: Modules whose ``COMMANDS`` list is added to the group (one line per module).
-COMMAND_MODULES = [
-    "bdekit.cli.keys",
-    "bdekit.cli.info",
-    "bdekit.cli.decrypt",
-    "bdekit.cli.repair",
-    "bdekit.cli.keypackage",
-    "bdekit.cli.scan",
-    "bdekit.cli.mount",
-    "bdekit.cli.synth",
-    "bdekit.cli.batch",
-    "bdekit.cli.memory",
-    "bdekit.cli.hash",
-    "bdekit.cli.report",
-]
+#: Every command of the group: the module that defines it (in its ``COMMANDS`` list) and the
+#: modules that add subcommands to it. A command's modules are imported when it runs (or when
+#: the help lists it), so ``bdekit decrypt`` does not pay for batch, synth, mount or the report
+#: pages at start-up.
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "keys": ("bdekit.cli.keys", "bdekit.cli.memory"),
+    "info": ("bdekit.cli.info",),
+    "decrypt": ("bdekit.cli.decrypt",),
+    "repair": ("bdekit.cli.repair",),
+    "keypackage": ("bdekit.cli.keypackage",),
+    "scan": ("bdekit.cli.scan",),
+    "mount": ("bdekit.cli.mount",),
+    "umount": ("bdekit.cli.mount",),
+    "synth": ("bdekit.cli.synth",),
+    "batch": ("bdekit.cli.batch",),
+    "hash": ("bdekit.cli.hash",),
+    "report": ("bdekit.cli.report",),
+}
 
 
 def _with_verbosity(command: click.Command) -> None:
@@ -156,18 +144,58 @@ def _with_verbosity(command: click.Command) -> None:
             _with_verbosity(sub)
 
 
-def _register() -> None:
-    for name in COMMAND_MODULES:
-        for command in importlib.import_module(name).COMMANDS:
-            _with_verbosity(command)
-            cli.add_command(command)
+def load_command(name: str) -> click.Command | None:
+    """The command ``name`` of :data:`COMMAND_MODULES`, its modules imported (None if there is
+    no such command)."""
+    modules = COMMAND_MODULES.get(name)
+    if modules is None:
+        return None
+    loaded = [importlib.import_module(module) for module in modules]
+    for command in loaded[0].COMMANDS:
+        if command.name == name:
+            if not getattr(command, "_bdekit_verbosity", False):
+                _with_verbosity(command)
+                command._bdekit_verbosity = True
+            return command
+    raise RuntimeError(f"{modules[0]} defines no command {name!r}")
 
 
-_register()
+class LazyGroup(BdeGroup):
+    """The group whose commands are imported on first use (:data:`COMMAND_MODULES`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return load_command(cmd_name)
+
+
+#: ``ctx.obj`` key: the console script (not a caller of :data:`cli` in-process, such as a test
+#: runner) freezes the imported modules out of the garbage collector.
+FREEZE_KEY = "freeze_gc"
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bdekit")
+@click.option("-v", "--verbose", count=True, help="log what is done (INFO)")
+@click.option("-q", "--quiet", is_flag=True, help="only errors; no progress bar")
+@click.option("--debug", is_flag=True, help="log every structure as it is parsed, with offsets")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool, debug: bool) -> None:
+    """Open, decrypt and repair BitLocker-encrypted disk images, offline."""
+    setup_logging(verbose, quiet, debug)
+    ctx.ensure_object(dict)
+    if ctx.obj.get(FREEZE_KEY):
+        # The command's modules are loaded (click resolves the command first) and live as
+        # long as the process: keep them out of the collector's scans during the job.
+        gc.freeze()
+    ctx.obj["quiet"] = quiet
+    ctx.obj["verbosity"] = {"verbose": verbose, "quiet": quiet, "debug": debug}
+    ctx.obj["on_verbosity"] = setup_logging
 
 
 def main(argv: list[str] | None = None) -> None:
-    cli.main(args=argv, prog_name="bdekit")
+    cli.main(args=argv, prog_name="bdekit", obj={FREEZE_KEY: True})
 
 
 if __name__ == "__main__":  # pragma: no cover

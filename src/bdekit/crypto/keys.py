@@ -16,7 +16,10 @@ Stretching (both kinds)
     An 88-byte buffer ``last hash (32, starts as zeros) | initial hash (32) | salt (16, from the
     stretch key datum) | counter (u64 LE, starts at 0)`` is hashed :data:`STRETCH_ROUNDS`
     (1,048,576) times; after each round ``last hash = SHA-256(buffer)`` and ``counter += 1``.
-    The final last hash is the 256-bit protector key.
+    The final last hash is the 256-bit protector key. With the optional
+    :mod:`bdekit.crypto._stretch` built and a CPU with SHA extensions the loop runs in C (about
+    0.05 s instead of 0.6 s, GIL released); ``BDEKIT_PURE=1`` or its absence selects the
+    hashlib loop, which stays the reference.
 
 Unwrapping
     The protector key AES-CCM-decrypts the VMK protector's encrypted key datum to the VMK, which
@@ -36,12 +39,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import random
 import re
 import secrets
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
@@ -49,6 +54,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from bdekit.errors import RecoveryPasswordFormatError, WrongKeyError
 from bdekit.format.constants import STRETCH_ROUNDS
 from bdekit.format.guid import key_id
+
+_native_stretch: ModuleType | None
+try:
+    from bdekit.crypto import _stretch as _native_stretch  # type: ignore[attr-defined,no-redef]
+except ImportError:  # not built: the hashlib loop serves
+    _native_stretch = None
 
 __all__ = [
     "BLOCK_COUNT",
@@ -272,20 +283,39 @@ def stretch_key(initial_hash: bytes, salt: bytes, rounds: int = STRETCH_ROUNDS) 
     cached = _STRETCHED.get(memo.digest())
     if cached is not None:
         return cached
-    result = _stretch(initial_hash, salt, rounds)
+    result = _stretch_native(initial_hash, salt, rounds) if native_stretch_used() \
+        else _stretch(initial_hash, salt, rounds)
     if len(_STRETCHED) >= _STRETCHED_MAX:
         _STRETCHED.pop(next(iter(_STRETCHED)))
     _STRETCHED[memo.digest()] = result
     return result
 
 
-def _stretch(initial_hash: bytes, salt: bytes, rounds: int) -> bytes:
+def native_stretch_used() -> bool:
+    """Whether :func:`stretch_key` runs in C: the module is built, the CPU has SHA extensions
+    and the environment does not ask for the pure path (``BDEKIT_PURE=1``)."""
+    return (_native_stretch is not None and bool(_native_stretch.available())
+            and os.environ.get("BDEKIT_PURE", "") in ("", "0"))
+
+
+def _stretch_native(initial_hash: bytes, salt: bytes, rounds: int) -> bytes:
+    _check_stretch_inputs(initial_hash, salt, rounds)
+    assert _native_stretch is not None
+    return bytes(_native_stretch.stretch(bytes(initial_hash), bytes(salt), rounds))
+
+
+def _check_stretch_inputs(initial_hash: bytes, salt: bytes, rounds: int) -> None:
     if len(initial_hash) != 32:
         raise ValueError(f"the initial hash has 32 bytes, got {len(initial_hash)}")
     if len(salt) != 16:
         raise ValueError(f"the stretch salt has 16 bytes, got {len(salt)}")
     if rounds < 0:
         raise ValueError(f"rounds must not be negative, got {rounds}")
+
+
+def _stretch(initial_hash: bytes, salt: bytes, rounds: int) -> bytes:
+    """The reference loop (hashlib)."""
+    _check_stretch_inputs(initial_hash, salt, rounds)
     # The hot loop is one concatenation, one hash and one digest per round; everything that does
     # not depend on the previous round (constant middle + packed counter) is built in batches.
     sha256 = hashlib.sha256

@@ -13,6 +13,13 @@ Pipeline
     chunks are in flight, each in a reusable buffer, so memory stays at
     ``chunk size x threads x 2`` whatever the image size.
 
+Holes
+    A chunk with nothing to read (:meth:`ChunkReader.is_hole`: beyond the end of a truncated
+    capture, or all reserved zeros) is neither read, decrypted nor written: a regular output
+    is extended by the final truncate (sparse), a device or stream gets zeros. Its bytes are
+    hashed from one shared, never written buffer of zeros, so a 22 MB capture of a 96 GB
+    volume costs the hashes of 96 GB of zeros and nothing else (none with ``--no-hash``).
+
 Parts, one module each
     :mod:`~bdekit.pipeline.chunks`  reading one chunk through read errors (the damage it maps
                                     to output ranges);
