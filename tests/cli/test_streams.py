@@ -7,6 +7,7 @@ fixture's manifest, not anything bdekit's decrypt computed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import stat
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bdekit.errors import EXIT_OK, EXIT_USAGE
+from bdekit.pipeline.output import PIPE_BYTES, widen_pipe
 from tests.cli.helpers import IMAGE, RP, VOLUME_SHA256, bdekit_cmd, run_child
 from tests.paced_cli import spawn
 
@@ -131,3 +133,30 @@ def test_a_second_writer_of_the_same_output_is_refused(tmp_path: Path) -> None:
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.mark.skipif(not hasattr(fcntl, "F_SETPIPE_SZ"), reason="Linux only")
+def test_a_pipe_output_gets_a_wider_buffer(tmp_path: Path) -> None:
+    """The stream writer asks for a 1 MiB pipe buffer (fewer turns of the reader per chunk);
+    a regular file is left alone."""
+    read_end, write_end = os.pipe()
+    try:
+        before = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        widen_pipe(write_end)
+        after = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+        limit = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        assert before < PIPE_BYTES
+        if limit >= PIPE_BYTES or os.geteuid() == 0:  # root may pass the limit
+            assert after == PIPE_BYTES
+        else:
+            assert after == limit
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    regular = tmp_path / "file"
+    regular.write_bytes(b"x")
+    fd = os.open(regular, os.O_WRONLY)
+    try:
+        widen_pipe(fd)  # no error, nothing to do
+    finally:
+        os.close(fd)

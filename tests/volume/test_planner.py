@@ -159,6 +159,37 @@ def test_stream_is_safe_from_several_threads() -> None:
     assert hashlib.sha256(whole).hexdigest() == manifest["volume_sha256"]
 
 
+def test_sized_reads_match_the_whole_and_keep_position() -> None:
+    """``read(n)`` (its own fast path, not ``RawIOBase.read``): aligned and unaligned, small
+    and across tiles, at the end (short, then empty), ``read(0)``, ``read(None)``; the pieces
+    put together are the volume the builder's manifest hashes."""
+    from bdekit.volume.bde import open_volume
+    from tests.conftest import FIXTURES
+
+    manifest = json.loads((FIXTURES / "xts128-rp.img.manifest.json").read_text())
+    rp = manifest["protectors"][0]["recovery_password"]
+    stream = open_volume(FIXTURES / "xts128-rp.img", recovery_password=rp)
+    size = manifest["volume_size"]
+    rng = random.Random(3)
+    pieces: list[bytes] = []
+    while stream.tell() < size:
+        n = rng.choice([1, 511, 512, 4096, 4097, 3 << 20])
+        before = stream.tell()
+        piece = stream.read(n)
+        assert len(piece) == min(n, size - before)
+        assert stream.tell() == before + len(piece)
+        pieces.append(piece)
+    assert hashlib.sha256(b"".join(pieces)).hexdigest() == manifest["volume_sha256"]
+    assert stream.read(4096) == b"" and stream.read(0) == b""
+    stream.seek(size - 100)
+    assert stream.read(None) == b"".join(pieces)[-100:]
+    stream.seek(8192)
+    assert stream.read(0) == b"" and stream.tell() == 8192
+    stream.close()
+    with pytest.raises(ValueError):
+        stream.read(10)
+
+
 def test_boot_sector_sizes() -> None:
     """Volume size from NTFS (total + 1 backup sector), FAT32 and exFAT boot sectors."""
     from bdekit.format.bootsector import parse_boot_sector
