@@ -777,6 +777,13 @@ def test_bad_buffers_and_offsets(method: EncryptionMethod) -> None:
         cipher.decrypt(bytes(512), memoryview(bytearray(1024))[::2], 0)  # not contiguous
     cipher.decrypt(b"", bytearray(), 0)  # nothing to do
     cipher.decrypt(bytes(512), bytearray(512), 2**64 - 512)  # the last sector of 2^64
+    # the same checks when one memoryview is decrypted in place (the small-read path)
+    for view, offset in [(memoryview(bytearray(700)), 0), (memoryview(bytearray(512)), 100),
+                         (memoryview(bytearray(512)), -512),
+                         (memoryview(bytearray(1024)), 2**64 - 512),
+                         (memoryview(bytes(512)), 0), (memoryview(bytearray(1024))[::2], 0)]:
+        with pytest.raises(UsageError):
+            cipher.decrypt(view, view, offset)
 
 
 # -- real volumes encrypted by Windows --------------------------------------------------------
