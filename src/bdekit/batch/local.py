@@ -32,6 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from bdekit.batch.spec import BatchOptions, JobResult, JobSpec, failed_result
 from bdekit.batch.worker import run_job
 from bdekit.errors import EXIT_OTHER
+from bdekit.logs import log_to_stderr
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,7 @@ def _init_worker(parent: int, level: int) -> None:
     """In each worker process: die with the command, ignore SIGINT, log to stderr."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bdekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("bdekit")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    log_to_stderr(level)
 
 
 def _run_in_worker(job: JobSpec, opts: BatchOptions, parent: int) -> JobResult:

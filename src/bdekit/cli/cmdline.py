@@ -19,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shlex
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from bdekit.errors import UsageError
+from bdekit.logs import log_to_stderr
 
 #: ``ctx.meta`` key of the arguments the command was run with (set by the group).
 ARGV_KEY = "bdekit.argv"
@@ -268,9 +268,4 @@ def setup_logging(verbose: int, quiet: bool, debug: bool) -> None:
         level = logging.DEBUG
     if quiet:
         level = logging.ERROR
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bdekit: %(levelname)s: %(message)s"))
-    root = logging.getLogger("bdekit")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    log_to_stderr(level)
