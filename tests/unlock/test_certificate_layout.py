@@ -7,7 +7,6 @@ and from the bytes themselves, parsed here with ``struct`` and checked with ``cr
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
 import hashlib
 import json
@@ -20,11 +19,10 @@ from typing import Any
 import pytest
 from construct import Container, ListContainer
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from bdekit import open_volume, synth
 from bdekit.errors import EXIT_KEY, EXIT_OK, WrongKeyError
@@ -36,6 +34,7 @@ from bdekit.unlock import certificates
 from bdekit.volume.bde import open_bde
 from tests.conftest import REAL_DIR
 from tests.conftest import run_cli as run
+from tests.unlock.certs import make_cert
 
 REAL_RP = "538329-080597-399190-348700-323345-161062-279807-230978"
 REAL_THUMBPRINT = "fb23e268a833a7f330d1b427cf2ef6c8dbe14e0f"
@@ -56,17 +55,6 @@ def smart_card(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copyfileobj(src, dst, 1 << 20)
     out.chmod(0o444)
     return out
-
-
-def make_cert(cn: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365)).sign(key, hashes.SHA256()))
-    return key, cert
 
 
 @pytest.fixture(scope="module")

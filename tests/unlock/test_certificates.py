@@ -44,6 +44,7 @@ from bdekit.format.protector import Protector
 from bdekit.synth.certificate import pkcs1v15_encrypt
 from bdekit.unlock import certificates
 from tests.conftest import run_cli as run
+from tests.unlock.certs import DRA_USAGE, make_cert
 
 PFX_PASSWORD = "pfx-secret-1"
 
@@ -56,28 +57,14 @@ def audit_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def make_cert(cn: str) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier("1.3.6.1.4.1.311.67.1.2")]),
-                           critical=False)  # BitLocker Data Recovery Agent
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
 @pytest.fixture(scope="module")
 def dra() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    return make_cert("BitLocker DRA")
+    return make_cert("BitLocker DRA", usage=DRA_USAGE)
 
 
 @pytest.fixture(scope="module")
 def other() -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
-    return make_cert("Someone else")
+    return make_cert("Someone else", usage=DRA_USAGE)
 
 
 def pem(cert: x509.Certificate) -> bytes:
