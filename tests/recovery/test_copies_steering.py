@@ -30,7 +30,8 @@ Patch = tuple[int, bytes]
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     manifest = json.loads(IMAGE.with_name(IMAGE.name + ".manifest.json").read_text())
-    return reference_plaintext(IMAGE, ["-rp", RP], tmp_path_factory.mktemp("ref"), manifest)
+    return reference_plaintext(IMAGE, ["-rp", RP], tmp_path_factory.mktemp("ref"),
+                               manifest).read_bytes()
 
 
 def _copies() -> list[MetadataCopy]:

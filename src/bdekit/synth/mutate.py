@@ -18,7 +18,9 @@ all three copies damaged the same way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import random
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -223,14 +225,47 @@ class Verdict:
         return not self.outcome.startswith("silent-wrong")
 
 
-def _diff_ranges(out: np.ndarray, ref: np.ndarray) -> list[tuple[int, int]]:
-    """Maximal byte ranges where ``out`` and ``ref`` differ (the shorter padded with zeros)."""
-    n = max(len(out), len(ref))
-    a = np.zeros(n, dtype=np.uint8)
-    b = np.zeros(n, dtype=np.uint8)
-    a[:len(out)] = out
-    b[:len(ref)] = ref
-    padded = np.concatenate([[False], a != b, [False]])
+#: bytes compared at a time by :func:`diff_ranges` (memory stays bounded for any volume size)
+_DIFF_CHUNK = 16 << 20
+
+#: a plaintext to judge: the bytes, or the file that holds them
+Plaintext = bytes | bytearray | memoryview | os.PathLike[str]
+
+
+def diff_ranges(out: Plaintext, ref: Plaintext) -> list[tuple[int, int]]:
+    """Maximal byte ranges where ``out`` and ``ref`` differ (the shorter padded with zeros),
+    compared :data:`_DIFF_CHUNK` bytes at a time; files are read, never loaded whole."""
+    with contextlib.ExitStack() as stack:
+        read_out, n_out = _reader(out, stack)
+        read_ref, n_ref = _reader(ref, stack)
+        ranges: list[tuple[int, int]] = []
+        for pos in range(0, max(n_out, n_ref), _DIFF_CHUNK):
+            n = min(_DIFF_CHUNK, max(n_out, n_ref) - pos)
+            for lo, hi in _chunk_diffs(read_out(pos, n), read_ref(pos, n), n):
+                if ranges and ranges[-1][1] == pos + lo:
+                    ranges[-1] = (ranges[-1][0], pos + hi)  # a range across the chunk edge
+                else:
+                    ranges.append((pos + lo, pos + hi))
+        return ranges
+
+
+def _reader(data: Plaintext, stack: contextlib.ExitStack) -> \
+        tuple[Callable[[int, int], bytes], int]:
+    if isinstance(data, os.PathLike):
+        fh = stack.enter_context(open(data, "rb"))
+        return (lambda o, n: os.pread(fh.fileno(), n, o)), os.fstat(fh.fileno()).st_size
+    view = memoryview(data).cast("B")
+    return (lambda o, n: bytes(view[o:o + n])), len(view)
+
+
+def _chunk_diffs(a: bytes, b: bytes, n: int) -> list[tuple[int, int]]:
+    if len(a) == len(b) == n and a == b:
+        return []
+    x = np.zeros(n, dtype=np.uint8)
+    y = np.zeros(n, dtype=np.uint8)
+    x[:len(a)] = np.frombuffer(a, dtype=np.uint8)
+    y[:len(b)] = np.frombuffer(b, dtype=np.uint8)
+    padded = np.concatenate([[False], x != y, [False]])
     edges = np.flatnonzero(padded[1:] != padded[:-1]).tolist()
     return list(zip(edges[::2], edges[1::2], strict=True))
 
@@ -254,7 +289,7 @@ def _covered(ranges: Sequence[tuple[int, int]], marked: Sequence[tuple[int, int]
     return None
 
 
-def judge(exit_code: int, output: bytes | None, reference: bytes,
+def judge(exit_code: int, output: Plaintext | None, reference: Plaintext,
           damage: Sequence[tuple[int, int]] = (),
           mapfile_bad: Sequence[tuple[int, int]] | None = None) -> Verdict:
     """Apply the rule to one run made with the right key: ``output`` is what exists under the
@@ -270,8 +305,7 @@ def judge(exit_code: int, output: bytes | None, reference: bytes,
         return Verdict("refused")
     if output is None:
         return Verdict(f"silent-wrong: exit {exit_code} without an output")
-    diffs = _diff_ranges(np.frombuffer(output, dtype=np.uint8),
-                       np.frombuffer(reference, dtype=np.uint8))
+    diffs = diff_ranges(output, reference)
     if exit_code == 0:
         if diffs:
             lo, hi = diffs[0]
