@@ -144,6 +144,10 @@ def _with_verbosity(command: click.Command) -> None:
             _with_verbosity(sub)
 
 
+#: commands whose options already include the verbosity options
+_WITH_VERBOSITY: set[str] = set()
+
+
 def load_command(name: str) -> click.Command | None:
     """The command ``name`` of :data:`COMMAND_MODULES`, its modules imported (None if there is
     no such command)."""
@@ -153,9 +157,9 @@ def load_command(name: str) -> click.Command | None:
     loaded = [importlib.import_module(module) for module in modules]
     for command in loaded[0].COMMANDS:
         if command.name == name:
-            if not getattr(command, "_bdekit_verbosity", False):
+            if name not in _WITH_VERBOSITY:  # once per process, subcommands included
                 _with_verbosity(command)
-                command._bdekit_verbosity = True
+                _WITH_VERBOSITY.add(name)
             return command
     raise RuntimeError(f"{modules[0]} defines no command {name!r}")
 
