@@ -331,3 +331,46 @@ def test_decrypt_does_not_load_the_other_commands() -> None:
                    "bdekit.cli.mount", "bdekit.cli.synth", "bdekit.cli.batch",
                    "bdekit.cli.repair", "bdekit.cli.keys", "bdekit.fuse"):
         assert module not in loaded, module
+
+
+#: Modules an intact volume's decrypt must not load on the native path (start-up time): the
+#: pure ciphers' numpy, the progress bar, X.509, the memory search, HTML pages, batch.
+_NOT_FOR_A_PLAIN_DECRYPT = ("numpy", "tqdm", "cryptography.x509", "bdekit.memory.search",
+                            "bdekit.report.pages", "bdekit.batch.spec", "bdekit.format.majority",
+                            "bdekit.crypto.plausibility", "bdekit.escrow.keyring")
+
+
+def _decrypt_and_list_modules(tmp_path: Path, pure: bool) -> tuple[set[str], str]:
+    """Run ``bdekit decrypt`` of the XTS fixture in a fresh interpreter; (modules loaded
+    once it is done, SHA-256 of the output)."""
+    from tests.conftest import FIXTURES
+
+    manifest = json.loads((FIXTURES / "xts128-rp.img.manifest.json").read_text())
+    out = tmp_path / ("pure.img" if pure else "native.img")
+    code = ("import sys\nfrom bdekit.cli.main import cli\n"
+            "rc = cli.main(sys.argv[1:], standalone_mode=False)\n"
+            "print(' '.join(sorted(sys.modules)))\nsys.exit(rc)")
+    env = {**os.environ, "BDEKIT_PURE": "1" if pure else "0"}
+    proc = subprocess.run([sys.executable, "-c", code, "-q", "decrypt",
+                           str(FIXTURES / "xts128-rp.img"), str(out), "--no-hash", "-rp",
+                           manifest["protectors"][0]["recovery_password"]],
+                          capture_output=True, text=True, env=env, check=True)
+    import hashlib
+
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == manifest["volume_sha256"]
+    return set(proc.stdout.split()), manifest["volume_sha256"]
+
+
+def test_plain_decrypt_loads_no_numpy_on_the_native_path(tmp_path: Path) -> None:
+    """An intact volume decrypted with the native kernel loads neither numpy nor the other
+    modules only damage, memory keys, certificates or reports need; the pure path does load
+    numpy (so the check can fail), and both give the manifest's plaintext."""
+    from bdekit.crypto import native
+
+    if not native.available():
+        pytest.skip("the native kernel is not built")
+    loaded, _sha = _decrypt_and_list_modules(tmp_path, pure=False)
+    assert "bdekit.pipeline.decrypt" in loaded
+    assert sorted(set(_NOT_FOR_A_PLAIN_DECRYPT) & loaded) == []
+    loaded_pure, _sha = _decrypt_and_list_modules(tmp_path, pure=True)
+    assert "numpy" in loaded_pure

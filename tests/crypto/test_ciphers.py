@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from bdekit.crypto import ciphers, diffuser, native
+from bdekit.crypto import diffuser, native, pure
 from bdekit.crypto.ciphers import SectorCipher, make_cipher
 from bdekit.errors import UnsupportedError, UsageError
 from bdekit.format.constants import EncryptionMethod
@@ -478,8 +478,8 @@ def tiling(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Run a test with the module's tile sizes, then with tiles of a few sectors, so that
     chunks of a handful of sectors already cross tile boundaries."""
     if request.param == "tiny-tiles":
-        monkeypatch.setattr(ciphers, "_TILE_BYTES", 3 * 512)
-        monkeypatch.setattr(ciphers, "_CBC_ENCRYPT_TILE", (2 * 512, 1))
+        monkeypatch.setattr(pure, "_TILE_BYTES", 3 * 512)
+        monkeypatch.setattr(pure, "_CBC_ENCRYPT_TILE", (2 * 512, 1))
         monkeypatch.setattr(diffuser, "_DIFFUSER_TILE", (5 * 512, 1))
         monkeypatch.setattr(native, "_TILE_BYTES", 3 * 512)
         monkeypatch.setattr(native, "_ENCRYPT_TILE", (2 * 512, 1))
@@ -784,6 +784,56 @@ def test_bad_buffers_and_offsets(method: EncryptionMethod) -> None:
                          (memoryview(bytes(512)), 0), (memoryview(bytearray(1024))[::2], 0)]:
         with pytest.raises(UsageError):
             cipher.decrypt(view, view, offset)
+
+
+def test_plain_cipher_copies() -> None:
+    cipher = make_cipher(M.NONE, b"", 512)
+    data = random.Random(11).randbytes(4 * 512)
+    for fn in (cipher.decrypt, cipher.encrypt):
+        out = bytearray(len(data))
+        fn(data, memoryview(out), 512)
+        assert out == data
+        arr_out = np.zeros(len(data) // 8, dtype=np.uint64)
+        fn(np.frombuffer(data, dtype=np.uint32), arr_out, 0)
+        assert arr_out.tobytes() == data
+        view = memoryview(bytearray(data))
+        fn(view, view, 1024)
+        assert view == data
+        for shift in (512, -512):  # partial overlap, either way: as if src were copied first
+            big = bytearray(bytes(512) + data + bytes(512))
+            whole = memoryview(big)
+            fn(whole[512:-512], whole[512 + shift:len(big) - 512 + shift], 0)
+            assert big[512 + shift:len(big) - 512 + shift] == data
+
+
+#: (src, dst, offset) that every cipher refuses; numpy arrays go through the buffer protocol
+BAD_ARGUMENTS = [
+    (bytes(1024), bytearray(512), 0), (bytes(700), bytearray(700), 0),
+    (bytes(512), bytearray(512), 100), (bytes(512), bytearray(512), -512),
+    (bytes(1024), bytearray(1024), 2**64 - 512), (bytes(512), bytes(512), 0),
+    (bytes(512), np.frombuffer(bytes(512), dtype=np.uint8), 0),
+    (bytes(512), memoryview(bytearray(1024))[::2], 0),
+    (bytes(512), np.zeros(1024, dtype=np.uint8)[::2], 0),
+    (np.zeros(1024, dtype=np.uint8)[::2], bytearray(512), 0),
+    (np.zeros((2, 256), dtype=np.uint8, order="F"), bytearray(512), 0),
+    (512, bytearray(512), 0), (bytes(512), "x" * 512, 0),
+]
+
+
+@pytest.mark.parametrize(("src", "dst", "offset"), BAD_ARGUMENTS)
+def test_plain_cipher_refuses_what_the_others_refuse(src: object, dst: object,
+                                                     offset: int) -> None:
+    plain = make_cipher(M.NONE, b"")
+    others = [make_cipher(M.AES_128_XTS, bytes(32), pure=True)]
+    if native.available():  # the plain cipher shares the native ciphers' checks (and words)
+        others.append(make_cipher(M.AES_128_XTS, bytes(32), pure=False))
+    with pytest.raises(UsageError) as refused:
+        plain.decrypt(src, dst, offset)  # type: ignore[arg-type]
+    for other in others:
+        with pytest.raises(UsageError) as also:
+            other.decrypt(src, dst, offset)  # type: ignore[arg-type]
+        if other.backend == "native":
+            assert str(also.value) == str(refused.value)
 
 
 # -- real volumes encrypted by Windows --------------------------------------------------------

@@ -71,6 +71,18 @@ def test_short_region_counts_as_zeros() -> None:
     assert result.disagreements[0].start == 100 and result.disagreements[0].chosen_from == (1, 3)
 
 
+def test_identical_after_padding_and_cutting_is_agreement() -> None:
+    """Regions are cut or zero-padded to the span before they are compared: a copy that is
+    shorter only by trailing zeros, or longer past the span, agrees (no numpy weighing)."""
+    a = _region(7, 300) + bytes(100)
+    result = vote({1: a, 2: a[:300], 3: a + b"tail past the span"}, len(a))
+    assert result.data == a and not result.disagreements and result.voters == (1, 2, 3)
+    padded = vote({1: a[:300], 2: a[:300]}, 350)
+    assert padded.data == a[:350] and not padded.disagreements
+    differ = vote({1: a, 2: a[:299]}, len(a))  # byte 299 is nonzero in copy 1 only
+    assert [(d.start, d.end, d.chosen_from) for d in differ.disagreements] == [(299, 300, ())]
+
+
 def test_span_covers_block_and_validation() -> None:
     assert vote_span([608, 600]) == 608 + 8 + 0x200
 

@@ -34,10 +34,8 @@ import click
 from bdekit.cli import inputs, protector_options
 from bdekit.cli.cmdline import OFFSET
 from bdekit.errors import UsageError
-from bdekit.escrow.keyring import load_keyring
 from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.image.bounded import read_bek
-from bdekit.memory.keyopts import load_key_options
 from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
 
@@ -159,6 +157,8 @@ def build_secrets(kwargs: dict[str, Any]) -> Secrets:
     secrets.certificates += _certificates(kwargs)
     ring_paths = list(kwargs.pop("keyring", ()) or ())
     if ring_paths:
+        from bdekit.escrow.keyring import load_keyring  # noqa: PLC0415 (rarely used)
+
         policy.keyring = load_keyring(ring_paths)
         # All of them for now (so that ``secrets.empty`` is false); the policy keeps only the
         # ones that match the volume's protectors.
@@ -187,10 +187,15 @@ def _outside_keys(secrets: Secrets, kwargs: dict[str, Any], policy: UnlockPolicy
                   ctx: click.Context | None) -> None:
     """The keys of ``--memory``, ``--fvek-file`` and ``--vmk-file`` (pops them); they need
     the volume, named by the command's IMAGE argument and ``--offset`` / ``--partition``."""
+    memory = kwargs.pop("memory", ()) or ()
+    fvek_file = kwargs.pop("fvek_file", None)
+    vmk_file = kwargs.pop("vmk_file", None)
+    if not (memory or fvek_file or vmk_file):
+        return  # the memory search (numpy, tqdm) stays unloaded
+    from bdekit.memory.keyopts import load_key_options  # noqa: PLC0415
+
     quiet = is_quiet(ctx)
-    load_key_options(secrets, memory=kwargs.pop("memory", ()) or (),
-                     fvek_file=kwargs.pop("fvek_file", None),
-                     vmk_file=kwargs.pop("vmk_file", None),
+    load_key_options(secrets, memory=memory, fvek_file=fvek_file, vmk_file=vmk_file,
                      image=ctx.params.get("image") if ctx else None,
                      offset=kwargs.get("offset"), partition=kwargs.get("partition"),
                      audit_log=policy.audit_log, command=command_name(ctx),

@@ -12,6 +12,9 @@ code 2.  The page is written atomically, mode 0600, only when the command produc
 
 ``batch --html`` (:func:`write_batch_html`) writes ``DIR/<job>/report.html`` for every job
 and ``DIR/index.html`` once the batch is over (also when some jobs failed).
+
+``decrypt`` imports this module for its option; the batch modules are imported by the
+functions of batch pages only, so a decrypt does not load them.
 """
 
 from __future__ import annotations
@@ -20,18 +23,18 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bdekit import report as html_report
-from bdekit.batch.spec import REPORT_FORMAT, job_paths
-from bdekit.batch.summary import SUMMARY_FORMAT
 from bdekit.errors import BdeError, FormatError, UsageError
 from bdekit.pipeline import volmap
 from bdekit.pipeline.journal import journal_path_for
 from bdekit.pipeline.output import PARTIAL_SUFFIX
-from bdekit.volume.bde import BdeVolume
+
+if TYPE_CHECKING:
+    from bdekit.volume.bde import BdeVolume
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,8 @@ def check_batch_html(names: Sequence[str]) -> None:
 
 def _job_data(path: str, result: dict[str, Any]) -> dict[str, Any]:
     """A job's ``report.json``; its summary row alone when that file is missing or bad."""
+    from bdekit.batch.spec import REPORT_FORMAT  # noqa: PLC0415 (batch pages only)
+
     try:
         data = load_json(path)
     except BdeError as exc:
@@ -122,6 +127,8 @@ def _job_data(path: str, result: dict[str, Any]) -> dict[str, Any]:
 def write_batch_html(output_dir: str, summary: dict[str, Any]) -> None:
     """``DIR/<job>/report.html`` for every job of ``summary`` (a batch's ``summary.json``)
     whose directory exists, then ``DIR/index.html``."""
+    from bdekit.batch.spec import job_paths  # noqa: PLC0415 (batch pages only)
+
     for result in summary.get("jobs") or []:
         paths = job_paths(output_dir, str(result.get("job")))
         if not os.path.isdir(paths.directory):
@@ -156,6 +163,9 @@ def load_json(path: str) -> dict[str, Any]:
 
 def page_of(data: dict[str, Any], path: str) -> str:
     """The HTML of whichever bdekit JSON ``data`` is (job report, info, scan)."""
+    from bdekit.batch.spec import REPORT_FORMAT  # noqa: PLC0415 (``bdekit report`` only)
+    from bdekit.batch.summary import SUMMARY_FORMAT  # noqa: PLC0415
+
     if data.get("format") == REPORT_FORMAT:
         return html_report.render(html_report.job_page(data))
     if data.get("format") == SUMMARY_FORMAT:

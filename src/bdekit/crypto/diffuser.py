@@ -18,12 +18,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
-from bdekit.crypto.sectorbase import (
-    _U32,
-    SectorCipher,
-    _offset_blocks,
-    _Scratch,
-)
+from bdekit.crypto.purebase import _U32, _offset_blocks, _PureCipher, _Scratch
 from bdekit.format.constants import EncryptionMethod
 
 #: One recorded numpy call of a diffuser plan: function and positional arguments.
@@ -50,8 +45,6 @@ _DIFFUSER_ROWS = 16
 _DIFFUSER_A: Diffuser = ((-2, -5), (9, 0, 13, 0), 5)
 #: Elephant diffuser B: d[i] += d[i+2] ^ rotl(d[i+5], (0, 10, 0, 25)[i % 4]) when decrypting.
 _DIFFUSER_B: Diffuser = ((2, 5), (0, 10, 0, 25), 3)
-
-
 
 
 def _diffuser_groups(n: int, refs: tuple[int, int], *, descending: bool,
@@ -143,10 +136,10 @@ def _row_slice(rows: list[int]) -> slice:
     return slice(rows[0], rows[-1] + 1, step)
 
 
-class _DiffuserCipher(SectorCipher):
+class _DiffuserCipher(_PureCipher):
     """AES-CBC + Elephant diffuser (Vista / Windows 7 volumes)."""
 
-    def __init__(self, method: EncryptionMethod, cbc: SectorCipher, tweak_key: bytes,
+    def __init__(self, method: EncryptionMethod, cbc: _PureCipher, tweak_key: bytes,
                  sector_size: int) -> None:
         super().__init__(method, sector_size)
         self._cbc = cbc  # the pure AES-CBC cipher with the data key

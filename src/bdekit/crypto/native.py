@@ -1,7 +1,8 @@
 """Sector ciphers on the native kernel (:mod:`bdekit.crypto._sector`, C, optional).
 
-Same interface and results as the pure numpy ciphers (:mod:`bdekit.crypto.ciphers`, which stay
-the reference), fewer passes and fewer Python calls. A chunk is cut into tiles; per tile:
+Same interface and results as the pure numpy ciphers (:mod:`bdekit.crypto.pure` and
+:mod:`bdekit.crypto.diffuser`, which stay the reference), fewer passes and fewer Python calls.
+A chunk is cut into tiles; per tile:
 
 * the per-sector 16-byte values (IVs, XTS tweaks, sector keys) are written by
   ``_sector.counters`` and encrypted in place by one AES-ECB call (OpenSSL, ``cryptography``);
@@ -17,19 +18,25 @@ the reference), fewer passes and fewer Python calls. A chunk is cut into tiles; 
 The C functions release the GIL for tiles of 64 KiB and more; ``cryptography``'s
 ``update_into`` does not, so threads overlap everything but the AES itself. Buffers pass
 through the buffer protocol (no numpy, no copies), which keeps a 4 KiB read to about five
-calls. Scratch buffers and OpenSSL contexts are per thread.
+calls; nothing here imports numpy (the argument checks on memoryviews are
+:mod:`bdekit.crypto.sectorbase`'s). Scratch buffers and OpenSSL contexts are per thread.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import ModuleType
 
-import numpy as np
 from cryptography.hazmat.primitives.ciphers import CipherContext
 
-from bdekit.crypto.sectorbase import ReadableBuffer, SectorCipher, WritableBuffer, _ecb_context
-from bdekit.errors import UsageError
+from bdekit.crypto.sectorbase import (
+    ReadableBuffer,
+    SectorCipher,
+    WritableBuffer,
+    _check_views,
+    _ecb_context,
+)
 from bdekit.format.constants import EncryptionMethod
 
 _sector: ModuleType | None
@@ -38,7 +45,7 @@ try:
 except ImportError:  # not built (no compiler at install time): the pure path serves
     _sector = None
 
-__all__ = ["available", "make_native"]
+__all__ = ["available", "make_native", "zero_test"]
 
 #: Bytes per tile of the decrypt paths and XTS (measured: 1 MiB beats 64-512 KiB, fewer calls
 #: per chunk, and a whole 4 MiB chunk no longer fits the caches).
@@ -52,6 +59,12 @@ _SECTOR_KEY_HIGH = 0x80 << 56
 def available() -> bool:
     """Whether the native kernel was built and imports."""
     return _sector is not None
+
+
+def zero_test() -> Callable[[memoryview], bool] | None:
+    """The kernel's all-zero test of a buffer (``_sector.all_zero``: stops at the first
+    nonzero 64-byte block, GIL released for large buffers), or None when it is not built."""
+    return None if _sector is None else _sector.all_zero
 
 
 class _Local(threading.local):
@@ -70,7 +83,7 @@ class _Local(threading.local):
 
 
 class _NativeCipher(SectorCipher):
-    """Argument checks on memoryviews (no numpy), the tile loop and per-thread state."""
+    """The tile loop over memoryviews (no numpy) and per-thread state."""
 
     backend = "native"
 
@@ -120,26 +133,9 @@ class _NativeCipher(SectorCipher):
 
     def _views(self, src: ReadableBuffer, dst: WritableBuffer,
                offset: int) -> tuple[memoryview, memoryview]:
-        """Flat byte views of the buffers, after the same checks as the pure path (in place,
+        """Flat byte views of the buffers after the checks of every cipher (in place,
         ``src is dst``, is the common case of a volume read: one view, no overlap test)."""
-        try:
-            d = _byte_view(dst)
-            s = d if src is dst else _byte_view(src)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"buffers must be C-contiguous and bytes-like: {exc}") from None
-        if d.readonly:
-            raise UsageError("destination buffer is read-only")
-        n = s.nbytes
-        ss = self.sector_size
-        if n != d.nbytes:
-            raise UsageError(f"source ({n} bytes) and destination ({d.nbytes} bytes) "
-                             "differ in size")
-        if n % ss:
-            raise UsageError(f"buffer of {n} bytes is not a whole number of {ss}-byte sectors")
-        if offset < 0 or offset % ss:
-            raise UsageError(f"offset {offset} is not a multiple of the sector size {ss}")
-        if offset + n > 1 << 64:
-            raise UsageError(f"offset {offset} is beyond the 64-bit range")
+        s, d = _check_views(src, dst, offset, self.sector_size)
         if s is not d and _kernel().alias(s, d) == 2:
             s = memoryview(bytes(s))  # partial overlap: the kernels handle src is dst only
         return s, d
@@ -157,16 +153,6 @@ class _NativeCipher(SectorCipher):
             k.cbc_encrypt_step(row, s, d, ivs, j, ss)
             ctx.update_into(part, row)
         k.cbc_encrypt_step(row, s, d, ivs, blocks, ss)
-
-
-def _byte_view(buf: ReadableBuffer) -> memoryview:
-    """A flat unsigned-byte view of a C-contiguous buffer (TypeError / ValueError if not)."""
-    view = buf.data if isinstance(buf, np.ndarray) else memoryview(buf)
-    if not view.c_contiguous:
-        raise ValueError("not C-contiguous")
-    if view.ndim != 1 or view.itemsize != 1 or view.format != "B":
-        view = view.cast("B")
-    return view
 
 
 def _kernel() -> ModuleType:

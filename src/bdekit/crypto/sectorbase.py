@@ -1,54 +1,36 @@
-"""Common ground of the sector ciphers: the :class:`SectorCipher` interface and its checks,
-per-thread scratch buffers and OpenSSL ECB contexts, and the "plain" cipher of method NONE.
+"""Common ground of the sector ciphers, without numpy: the :class:`SectorCipher` interface,
+the argument checks on memoryviews, OpenSSL ECB contexts and the "plain" cipher of method NONE.
 
 A :class:`SectorCipher` turns a chunk of N consecutive sectors (``N * sector_size`` bytes whose
 first sector lies at byte ``offset`` of the volume) into plaintext or back; the layouts of the
-methods are described in :mod:`bdekit.crypto.ciphers`, which builds the ciphers (the pure numpy
-ones there and in :mod:`bdekit.crypto.diffuser`, the native ones in
-:mod:`bdekit.crypto.native`).
+methods are described in :mod:`bdekit.crypto.ciphers`, which builds the ciphers: the native
+ones (:mod:`bdekit.crypto.native`) and the plain one from this module, and the pure numpy ones
+(:mod:`bdekit.crypto.pure`, :mod:`bdekit.crypto.diffuser` on :mod:`bdekit.crypto.purebase`).
 
-Everything that needs many AES blocks (IVs, tweaks, sector keys, the bulk data) makes one
-AES-ECB call through ``cryptography`` over a contiguous buffer; ``update_into`` wants one block
-of slack after its output, which the scratch buffers here always have.
+Nothing here imports numpy, so a native cipher never loads it (numpy takes tens of ms to
+import, which a command line tool pays at every start); the pure path loads it when it is first
+built.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from collections.abc import Iterator
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 
 from bdekit.errors import UsageError
 from bdekit.format.constants import EncryptionMethod
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    ReadableBuffer: TypeAlias = bytes | bytearray | memoryview | np.ndarray
+    WritableBuffer: TypeAlias = bytearray | memoryview | np.ndarray
+else:  # the same at run time, minus numpy arrays (any C-contiguous buffer is accepted)
+    ReadableBuffer: TypeAlias = bytes | bytearray | memoryview
+    WritableBuffer: TypeAlias = bytearray | memoryview
+
 __all__ = ["ReadableBuffer", "SectorCipher", "WritableBuffer"]
-
-ReadableBuffer: TypeAlias = bytes | bytearray | memoryview | np.ndarray
-WritableBuffer: TypeAlias = bytearray | memoryview | np.ndarray
-
-_U8 = np.dtype(np.uint8)
-_U32 = np.dtype("<u4")
-_U64 = np.dtype("<u8")
-_V16 = np.dtype("V16")  # one AES block, for moving blocks around
-
-
-def _as_bytes_array(buf: ReadableBuffer, *, writable: bool, what: str) -> np.ndarray:
-    """A flat uint8 numpy view of ``buf`` (no copy)."""
-    try:
-        arr = np.frombuffer(buf, dtype=_U8) if not isinstance(buf, np.ndarray) else buf
-    except (TypeError, ValueError, BufferError) as exc:
-        raise UsageError(f"{what} must be a contiguous bytes-like buffer: {exc}") from None
-    if isinstance(buf, np.ndarray):
-        if not arr.flags.c_contiguous:
-            raise UsageError(f"{what} must be C-contiguous")
-        arr = arr.reshape(-1).view(_U8)
-    if writable and not arr.flags.writeable:
-        raise UsageError(f"{what} is read-only")
-    return arr
 
 
 def _ecb_context(key: bytes, *, encrypt: bool) -> CipherContext:
@@ -56,142 +38,87 @@ def _ecb_context(key: bytes, *, encrypt: bool) -> CipherContext:
     return cipher.encryptor() if encrypt else cipher.decryptor()
 
 
-class _Scratch:
-    """Per-thread scratch: growable byte arrays and cached OpenSSL ECB contexts."""
-
-    def __init__(self) -> None:
-        self.arrays: dict[str, np.ndarray] = {}
-        self.contexts: dict[tuple[bytes, bool], CipherContext] = {}
-        self.plans: dict[tuple[int, bool], Any] = {}  # diffuser plans (diffuser.py)
-        self.ramp = np.arange(0, dtype=_U64)
-
-    def arange(self, count: int) -> np.ndarray:
-        """0, 1, ..., count - 1 as u64 (cached)."""
-        if self.ramp.size < count:
-            self.ramp = np.arange(max(count, 2 * self.ramp.size), dtype=_U64)
-        return self.ramp[:count]
-
-    def array(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        """A C-contiguous array of ``shape``; its buffer is followed by >= 16 spare bytes, so
-        OpenSSL may encrypt it in place (``update_into`` wants one block of slack)."""
-        nbytes = math.prod(shape) * dtype.itemsize
-        raw = self.arrays.get(name)
-        if raw is None or raw.size < nbytes + 16:
-            raw = np.empty(max(nbytes + 16, 4096), dtype=_U8)
-            self.arrays[name] = raw
-        return raw[:nbytes].view(dtype).reshape(shape)
-
-    def ecb(self, key: bytes, *, encrypt: bool) -> CipherContext:
-        ctx = self.contexts.get((key, encrypt))
-        if ctx is None:
-            ctx = self.contexts[(key, encrypt)] = _ecb_context(key, encrypt=encrypt)
-        return ctx
-
-
-def _ecb(ctx: CipherContext, src: np.ndarray, dst: np.ndarray) -> None:
-    """AES-ECB from ``src`` into ``dst`` (same size, both C-contiguous; may be the same array).
-
-    ``dst`` must be a view into a :meth:`_Scratch.array` buffer: ``update_into`` insists on one
-    block of slack after the output, and the scratch buffers have it, so the output view is
-    widened over those spare bytes (OpenSSL writes exactly ``src.nbytes`` bytes for ECB)."""
-    flat = dst.reshape(-1).view(_U8)
-    out = np.lib.stride_tricks.as_strided(flat, shape=(flat.size + 16,), strides=(1,))
-    ctx.update_into(src.reshape(-1).view(_U8).data, out.data)
-
-
 class SectorCipher:
     """Decrypts / encrypts chunks of whole sectors for one (method, FVEK, sector size)."""
 
     method: EncryptionMethod
     sector_size: int
-    #: "pure" (numpy, the reference) or "native" (the C kernel)
+    #: "pure" (numpy, the reference; also the plain cipher of method NONE) or "native"
+    #: (the C kernel)
     backend = "pure"
 
     def __init__(self, method: EncryptionMethod, sector_size: int) -> None:
         self.method = method
         self.sector_size = sector_size
-        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.method.label} sector_size={self.sector_size}>"
 
-    # -- public API ---------------------------------------------------------------------------
-
     def decrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
         """Decrypt the sectors of ``src`` (ciphertext at volume byte ``offset``) into ``dst``.
 
-        ``src`` and ``dst`` have the same length, a multiple of the sector size; they may be
-        the same buffer."""
-        s, d = self._check(src, dst, offset)
-        if s.size:
-            self._run(s, d, offset, encrypt=False)
-
-    def encrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
-        """Encrypt the plaintext sectors of ``src`` into ``dst`` for volume byte ``offset``."""
-        s, d = self._check(src, dst, offset)
-        if s.size:
-            self._run(s, d, offset, encrypt=True)
-
-    # -- internals ----------------------------------------------------------------------------
-
-    def _run(self, src: np.ndarray, dst: np.ndarray, offset: int, *, encrypt: bool) -> None:
+        ``src`` and ``dst`` are C-contiguous buffers of the same length, a multiple of the
+        sector size; they may be the same buffer, or overlap (as if ``src`` were copied
+        first). Raises :class:`UsageError` for bad buffers or offsets."""
         raise NotImplementedError
 
-    def _check(self, src: ReadableBuffer, dst: WritableBuffer,
-               offset: int) -> tuple[np.ndarray, np.ndarray]:
-        s = _as_bytes_array(src, writable=False, what="source buffer")
-        d = _as_bytes_array(dst, writable=True, what="destination buffer")
-        ss = self.sector_size
-        if s.size != d.size:
-            raise UsageError(f"source ({s.size} bytes) and destination ({d.size} bytes) "
-                             "differ in size")
-        if s.size % ss:
-            raise UsageError(f"buffer of {s.size} bytes is not a whole number of "
-                             f"{ss}-byte sectors")
-        if offset < 0 or offset % ss:
-            raise UsageError(f"offset {offset} is not a multiple of the sector size {ss}")
-        if offset + s.size > 1 << 64:
-            raise UsageError(f"offset {offset} is beyond the 64-bit range")
-        if s.size and np.may_share_memory(s, d) and s.ctypes.data != d.ctypes.data:
-            s = s.copy()  # partial overlap: the tile loops only handle src is dst exactly
-        return s, d
+    def encrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
+        """Encrypt the plaintext sectors of ``src`` into ``dst`` for volume byte ``offset``
+        (the same rules as :meth:`decrypt`)."""
+        raise NotImplementedError
 
-    def _scratch(self) -> _Scratch:
-        scratch: _Scratch | None = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = self._local.scratch = _Scratch()
-        return scratch
 
-    def _tile_bytes(self, nbytes: int, sectors: int) -> int:
-        return max(nbytes, sectors * self.sector_size)
+def _check_layout(src_bytes: int, dst_bytes: int, offset: int, sector_size: int) -> None:
+    """The size and offset checks every cipher makes (:class:`UsageError` if one fails)."""
+    if src_bytes != dst_bytes:
+        raise UsageError(f"source ({src_bytes} bytes) and destination ({dst_bytes} bytes) "
+                         "differ in size")
+    if src_bytes % sector_size:
+        raise UsageError(f"buffer of {src_bytes} bytes is not a whole number of "
+                         f"{sector_size}-byte sectors")
+    if offset < 0 or offset % sector_size:
+        raise UsageError(f"offset {offset} is not a multiple of the sector size {sector_size}")
+    if offset + src_bytes > 1 << 64:
+        raise UsageError(f"offset {offset} is beyond the 64-bit range")
 
-    def _tiles(self, src: np.ndarray, dst: np.ndarray,
-               tile_bytes: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """(first sector index, src tile, dst tile) as (sectors, sector_size) uint8 arrays."""
-        ss = self.sector_size
-        total = src.size // ss
-        per = max(1, tile_bytes // ss)
-        s2 = src.reshape(total, ss)
-        d2 = dst.reshape(total, ss)
-        for k in range(0, total, per):
-            yield k, s2[k:k + per], d2[k:k + per]
+
+def _byte_view(buf: ReadableBuffer) -> memoryview:
+    """A flat unsigned-byte view of a C-contiguous buffer (TypeError / ValueError if not)."""
+    # (numpy's stubs give ndarray its __buffer__ on Python 3.12+ only; it has the protocol)
+    view = memoryview(buf)  # type: ignore[arg-type]
+    if not view.c_contiguous:
+        raise ValueError("not C-contiguous")
+    if view.ndim != 1 or view.itemsize != 1 or view.format != "B":
+        view = view.cast("B")
+    return view
+
+
+def _check_views(src: ReadableBuffer, dst: WritableBuffer, offset: int,
+                 sector_size: int) -> tuple[memoryview, memoryview]:
+    """Flat byte views of the buffers after the checks of :meth:`SectorCipher.decrypt`; when
+    ``src is dst`` (a volume read, in place) both are one view. Buffers that overlap partially
+    are left to the caller."""
+    try:
+        d = _byte_view(dst)
+        s = d if src is dst else _byte_view(src)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"buffers must be C-contiguous and bytes-like: {exc}") from None
+    if d.readonly:
+        raise UsageError("destination buffer is read-only")
+    _check_layout(s.nbytes, d.nbytes, offset, sector_size)
+    return s, d
 
 
 class _PlainCipher(SectorCipher):
-    """Method NONE: the "ciphertext" is the plaintext."""
+    """Method NONE: the "ciphertext" is the plaintext, so both directions copy."""
 
-    def _run(self, src: np.ndarray, dst: np.ndarray, offset: int, *, encrypt: bool) -> None:
-        if src.ctypes.data != dst.ctypes.data:
-            np.copyto(dst, src)
+    def decrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
+        self._copy(src, dst, offset)
 
+    def encrypt(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
+        self._copy(src, dst, offset)
 
-
-def _offset_blocks(scratch: _Scratch, name: str, key: bytes, start: int, step: int,
-                   count: int, high: int = 0) -> np.ndarray:
-    """AES-ECB(key, u128le(start + k*step) | high << 64) for k < count, as (count, 2) u64."""
-    blocks = scratch.array(name, (count, 2), _U64)
-    np.multiply(scratch.arange(count), np.uint64(step), out=blocks[:, 0])
-    np.add(blocks[:, 0], np.uint64(start), out=blocks[:, 0])
-    blocks[:, 1] = high
-    _ecb(scratch.ecb(key, encrypt=True), blocks, blocks)
-    return blocks
+    def _copy(self, src: ReadableBuffer, dst: WritableBuffer, offset: int) -> None:
+        s, d = _check_views(src, dst, offset, self.sector_size)
+        if s is not d:
+            d[:] = s  # memoryview assignment moves overlapping bytes correctly (memmove)

@@ -28,7 +28,6 @@ import getpass
 import json
 import logging
 import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -93,7 +92,7 @@ class AuditLog:
         record: dict[str, Any] = {
             "time": dt.datetime.now(dt.UTC).isoformat(),
             "user": _user(),
-            "host": socket.gethostname(),
+            "host": os.uname().nodename,  # gethostname(2) without loading socket
             "pid": os.getpid(),
             "command": self.command,
             "image": self.image,

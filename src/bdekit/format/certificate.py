@@ -36,14 +36,16 @@ import dataclasses
 import hashlib
 import re
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bdekit.format.constants import DatumType
 from bdekit.format.metadata import Datum
+
+if TYPE_CHECKING:  # x509 costs tens of milliseconds of start-up: loaded when a DER is parsed
+    from cryptography import x509
 
 THUMBPRINT_SIZE = 20
 #: Tag of the thumbprint record (type 0x000E datum body).
@@ -88,6 +90,8 @@ def same_thumbprint(a: str | None, b: str | None) -> bool:
 
 
 def try_der_certificate(data: bytes) -> x509.Certificate | None:
+    from cryptography import x509  # noqa: PLC0415 (see the TYPE_CHECKING import)
+
     try:
         return x509.load_der_x509_certificate(data)
     except ValueError:

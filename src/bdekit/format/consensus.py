@@ -16,14 +16,16 @@ Every range where the copies disagree is a :class:`Disagreement`, named after th
 falls in (block header field, dataset header field, datum at its offset, CRC, validation
 datum) with each copy's bytes and which copies the majority came from; these land in the
 report as ``metadata_decisions``.
+
+Identical copies (the usual case) are recognised by comparing their bytes; only copies that
+differ are weighed byte by byte with numpy, in :mod:`bdekit.format.majority`, so opening an
+intact volume does not load numpy.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-
-import numpy as np
 
 from bdekit.format import structs
 
@@ -73,31 +75,6 @@ class Vote:
         return [d for d in self.disagreements if not d.chosen_from]
 
 
-def _stack(regions: Sequence[bytes], span: int) -> np.ndarray:
-    out = np.zeros((len(regions), span), dtype=np.uint8)
-    for i, region in enumerate(regions):
-        n = min(span, len(region))
-        out[i, :n] = np.frombuffer(region[:n], dtype=np.uint8)
-    return out
-
-
-def _majority(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per byte: the majority value, whether one exists, and a mask of rows that agree."""
-    if rows.shape[0] == 1:
-        ones = np.ones(rows.shape[1], dtype=bool)
-        return rows[0].copy(), ones, ones[None, :]
-    a, b = rows[0], rows[1]
-    if rows.shape[0] == 2:
-        same = a == b
-        return a.copy(), same, np.vstack([same, same])
-    c = rows[2]
-    ab, ac, bc = a == b, a == c, b == c
-    value = np.where(ab | ac, a, b)
-    decided = ab | ac | bc
-    agree = np.vstack([ab | ac, ab | bc, ac | bc]) & decided[None, :]
-    return value, decided, agree
-
-
 #: differing runs closer than this are reported as one range
 MERGE_GAP = 16
 #: at most this many ranges are listed; the rest are summed up in one more
@@ -106,49 +83,18 @@ MAX_LISTED = 64
 MAX_SHOWN = 32
 
 
-def _ranges(mask: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of True in ``mask`` as (start, end), runs closer than MERGE_GAP joined."""
-    if not mask.any():
-        return []
-    padded = np.concatenate([[False], mask, [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    out: list[tuple[int, int]] = []
-    for s, e in zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True):
-        if out and s - out[-1][1] < MERGE_GAP:
-            out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
-
-
-def _shown(row: np.ndarray) -> str:
-    text = row[:MAX_SHOWN].tobytes().hex()
-    return text + ("..." if len(row) > MAX_SHOWN else "")
-
-
 def vote(regions: dict[int, bytes], span: int,
          name_of: Callable[[int], str] | None = None) -> Vote:
-    """Byte-wise majority of ``regions`` (copy index -> bytes from the copy's offset)."""
+    """Byte-wise majority of ``regions`` (copy index -> bytes from the copy's offset), each
+    cut or zero-padded to ``span`` bytes."""
     indexes = tuple(sorted(regions))
-    rows = _stack([regions[i] for i in indexes], span)
-    value, decided, agree = _majority(rows)
-    differ = (rows != rows[0][None, :]).any(axis=0)
-    out: list[Disagreement] = []
-    ranges = _ranges(differ)
-    for start, end in ranges[:MAX_LISTED]:
-        chosen = tuple(i for k, i in enumerate(indexes) if agree[k, start:end].all())
-        has_majority = bool(decided[start:end].all()) and bool(chosen)
-        out.append(Disagreement(
-            start, end, (name_of or field_name_plain)(start),
-            {i: _shown(rows[k, start:end]) for k, i in enumerate(indexes)},
-            chosen if has_majority else ()))
-    if len(ranges) > MAX_LISTED:
-        rest = ranges[MAX_LISTED:]
-        undecided = not all(bool(decided[s:e].all()) for s, e in rest)
-        out.append(Disagreement(rest[0][0], rest[-1][1],
-                                f"{len(rest)} more differing ranges", {},
-                                () if undecided else indexes))
-    return Vote(value.tobytes(), out, indexes)
+    rows = [bytes(regions[i][:span]).ljust(span, b"\0") for i in indexes]
+    if all(row == rows[0] for row in rows[1:]):
+        return Vote(rows[0], [], indexes)  # the usual case, identical copies: nothing to weigh
+    from bdekit.format.majority import weigh  # noqa: PLC0415 (numpy, see the docstring)
+
+    data, disagreements = weigh(rows, indexes, name_of or field_name_plain)
+    return Vote(data, disagreements, indexes)
 
 
 def field_name_plain(offset: int) -> str:

@@ -60,8 +60,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from tqdm import tqdm
-
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.image.files import PRIVATE_MODE
 from bdekit.image.imagesource import ImageSource
@@ -112,6 +110,8 @@ class _Progress:
     def __init__(self, total: int, enabled: bool, initial: int = 0) -> None:
         self.bar: Any = None
         if enabled:
+            from tqdm import tqdm  # noqa: PLC0415 (a bar is rare: off under -q and off a tty)
+
             self.bar = tqdm(total=total, initial=initial, unit="B", unit_scale=True,
                             unit_divisor=1024, desc="decrypt", leave=False)
 

@@ -37,8 +37,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 
-import numpy as np
-
+from bdekit.crypto import native
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.image.files import PRIVATE_MODE, fsync_dir, pwrite_all
 
@@ -278,8 +277,10 @@ def _named(exc: OSError, path: str) -> OSError:
                    "<standard output>" if path == STDOUT else path)
 
 
-def is_all_zero(view: memoryview) -> bool:
-    """Whether a buffer is all zero bytes (vectorised; a memoryview comparison is slow)."""
+def _numpy_all_zero(view: memoryview) -> bool:
+    """:data:`is_all_zero` without the native kernel (numpy is imported on the first call)."""
+    import numpy as np  # noqa: PLC0415
+
     n = len(view)
     if n == 0:
         return True
@@ -289,6 +290,12 @@ def is_all_zero(view: memoryview) -> bool:
     if words and np.frombuffer(view, dtype=np.uint64, count=words).any():
         return False
     return not any(view[words * 8:])
+
+
+#: Whether a buffer is all zero bytes (the hole test of every chunk written): the native
+#: kernel's test when it is built (it stops at the first nonzero block, GIL released), else
+#: numpy's (a memoryview comparison is slow).
+is_all_zero: Callable[[memoryview], bool] = native.zero_test() or _numpy_all_zero
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,20 +14,38 @@ Layers of this package (each imports only the ones above it in this list):
 
 :func:`write_html` writes a page atomically (``image/files.write_atomic``), mode 0600, after
 :func:`check_target` made sure the path is neither an input nor another output of the job.
+The page builders are imported when first used (PEP 562), so a command that only checks its
+``--html`` path, or writes no page, does not load them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.image.files import write_atomic
-from bdekit.report.batch_pages import INDEX_PAGE, JOB_PAGE, index_page, job_page
-from bdekit.report.html import render
-from bdekit.report.pages import info_page, report_page, scan_page
-from bdekit.report.sections import Page
+
+if TYPE_CHECKING:
+    from bdekit.report.batch_pages import INDEX_PAGE, JOB_PAGE, index_page, job_page
+    from bdekit.report.html import render
+    from bdekit.report.pages import info_page, report_page, scan_page
+    from bdekit.report.sections import Page
+
+_LAZY = {"INDEX_PAGE": "batch_pages", "JOB_PAGE": "batch_pages", "index_page": "batch_pages",
+         "job_page": "batch_pages", "render": "html", "info_page": "pages",
+         "report_page": "pages", "scan_page": "pages", "Page": "sections"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bdekit.report' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bdekit.report.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["INDEX_PAGE", "JOB_PAGE", "Page", "check_target", "index_page", "info_page",
            "job_page", "render", "render_report", "report_page", "scan_page", "write_html"]
@@ -35,6 +53,9 @@ __all__ = ["INDEX_PAGE", "JOB_PAGE", "Page", "check_target", "index_page", "info
 
 def render_report(report: dict[str, Any], command: str = "report") -> str:
     """The HTML of a decrypt / repair JSON report."""
+    from bdekit.report.html import render  # noqa: PLC0415 (see the module docstring)
+    from bdekit.report.pages import report_page  # noqa: PLC0415
+
     return render(report_page(report, command))
 
 

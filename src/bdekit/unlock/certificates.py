@@ -36,14 +36,12 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import AsymmetricPadding
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from bdekit.errors import (
     BdeError,
@@ -159,12 +157,17 @@ def _read(path: str) -> bytes:
     return read_bounded(path, "certificate")
 
 
-_Loaded = tuple[x509.Certificate, PrivateKeyTypes | None]
+if TYPE_CHECKING:  # x509 (and pkcs12, which loads it) cost tens of milliseconds of start-up
+    from cryptography import x509
+
+    _Loaded = tuple[x509.Certificate, PrivateKeyTypes | None]
 _PEM_CERTIFICATES = (b"CERTIFICATE", b"TRUSTED CERTIFICATE", b"X509 CERTIFICATE")
 
 
 def _load_pem(data: bytes, password: bytes | None, path: str) -> _Loaded:
     """The first certificate and the first private key of a PEM file."""
+    from cryptography import x509  # noqa: PLC0415 (see the TYPE_CHECKING import)
+
     cert: x509.Certificate | None = None
     key: PrivateKeyTypes | None = None
     for m in _PEM_BLOCK.finditer(data):
@@ -185,6 +188,8 @@ def _load_pem(data: bytes, password: bytes | None, path: str) -> _Loaded:
 
 def _load_pkcs12(data: bytes, password: bytes | None, path: str) -> _Loaded:
     """A PKCS#12 file's certificate and key (without a password: none, then empty)."""
+    from cryptography.hazmat.primitives.serialization import pkcs12  # noqa: PLC0415
+
     for attempt in ([password] if password is not None else [None, b""]):
         try:
             key, cert, _extra = pkcs12.load_key_and_certificates(data, attempt)

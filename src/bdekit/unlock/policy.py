@@ -37,12 +37,11 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from bdekit.crypto import keys
 from bdekit.errors import BdeError, KeyError_, MissingKeyError, RecoveryPasswordFormatError
 from bdekit.escrow import audit
-from bdekit.escrow.keyring import Keyring
 from bdekit.escrow.secrets import (
     AttemptHook,
     AttemptOutcome,
@@ -56,6 +55,9 @@ from bdekit.format.constants import ProtectionType
 from bdekit.format.metadata import Metadata
 from bdekit.format.protector import Protector
 from bdekit.unlock import typos
+
+if TYPE_CHECKING:  # a keyring is loaded by its caller; this module only narrows it
+    from bdekit.escrow.keyring import Keyring
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from bdekit.crypto import ciphers
-from bdekit.crypto.plausibility import Verdict, classify
 from bdekit.format.eow import Doubt, EowLayout
 from bdekit.image.ranges import GUESSED_REASONS, Damage, merge_damage
 from bdekit.volume.planner import Run, RunKind
@@ -38,6 +35,11 @@ def decide_sectors(dst: memoryview, source: int, cipher: ciphers.SectorCipher | 
     by its decrypted form where the content says it was encrypted (see module docstring)."""
     if cipher is None or not len(dst):
         return
+    # numpy is loaded on the first guessed read only: an intact volume never pays for it
+    import numpy as np  # noqa: PLC0415
+
+    from bdekit.crypto.plausibility import Verdict, classify  # noqa: PLC0415
+
     raw = np.frombuffer(dst, dtype=np.uint8).reshape(-1, sector_size)
     dec_buf = bytearray(len(dst))
     cipher.decrypt(dst, dec_buf, source)

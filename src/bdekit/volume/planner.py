@@ -43,8 +43,6 @@ import enum
 import logging
 from collections.abc import Iterator
 
-import numpy as np
-
 from bdekit.format.constants import VolumeState
 from bdekit.format.eow import EowLayout
 from bdekit.format.layout import metadata_region_size
@@ -172,6 +170,8 @@ def bitmap_runs(bitmap: bytes, bits: int, chunk: int) -> Iterator[tuple[int, int
     """(start, end, encrypted) byte runs of a bitmap, LSB first, set = encrypted."""
     if bits <= 0:
         return
+    import numpy as np  # noqa: PLC0415 (only a conversion's bitmap needs it)
+
     arr = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")[:bits]
     change = np.flatnonzero(np.diff(arr)) + 1
     starts = np.concatenate(([0], change))
