@@ -89,7 +89,7 @@ def build_image(work: Path, method: str, size: int, seed: int) -> tuple[Path, di
     if not image.exists() or not manifest_path.exists():
         drop_file(image)
         drop_file(manifest_path)  # synth create refuses to overwrite it
-        cmd = [sys.executable, "-m", "bdekit.cli.main", "synth", "create", str(image),
+        cmd = [sys.executable, "-m", "bdekit", "synth", "create", str(image),
                "--size", str(size), "--method", method, "--seed", str(seed),
                "--recovery-password", "auto", "--manifest", str(manifest_path)]
         elapsed, proc = timed(cmd)
@@ -111,7 +111,7 @@ def bench_bdekit(image: Path, out: Path, rp: str, threads: int | None, *,
     """(wall seconds of the whole command, seconds of the streamed decrypt from its report)."""
     drop_file(out)
     report = out.with_suffix(".report.json")
-    cmd = [sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt", str(image), str(out),
+    cmd = [sys.executable, "-m", "bdekit", "-q", "decrypt", str(image), str(out),
            "-rp", rp, "--report", str(report), "--force"]
     if no_hash:
         cmd.append("--no-hash")
@@ -411,7 +411,7 @@ def mount_reads(image: Path, rp: str, tool: str, count: int = 10000) -> float | 
         cmd = [exe, "-r", rp, str(image), str(mnt)]
         env = dict(os.environ)
     else:
-        cmd = [exe, "-m", "bdekit.cli.main", "-q", "mount", "--foreground", str(image),
+        cmd = [exe, "-m", "bdekit", "-q", "mount", "--foreground", str(image),
                str(mnt)]
         env = {**os.environ, "BDEKIT_RECOVERY_PASSWORD": rp}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -451,7 +451,7 @@ def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
     image = work / "bench-rss-16G.img"
     manifest = work / "bench-rss-16G.manifest.json"
     if not image.exists():
-        cmd = [sys.executable, "-m", "bdekit.cli.main", "synth", "create", str(image),
+        cmd = [sys.executable, "-m", "bdekit", "synth", "create", str(image),
                "--size", "16G", "--method", "aes-xts-128", "--used-only", "--seed", str(seed),
                "--recovery-password", "auto", "--manifest", str(manifest)]
         proc = subprocess.run(cmd, capture_output=True)
@@ -459,7 +459,7 @@ def big_rss(work: Path, seed: int) -> tuple[float, float] | None:
             print("  16 GiB build failed:", proc.stderr.decode(errors="replace")[-300:])
             return None
     rp = recovery_password(json.loads(manifest.read_text()))
-    cmd = [sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt", str(image), "/dev/null",
+    cmd = [sys.executable, "-m", "bdekit", "-q", "decrypt", str(image), "/dev/null",
            "-rp", rp, "--no-hash", "--force"]
     errors = tempfile.TemporaryFile()
     start = time.perf_counter()
@@ -508,7 +508,7 @@ def bench_batch(work: Path, out_dir: str | None, jobs: int, size: int,
         image = evidence / f"vol{n:03d}.img"
         manifest_path = work / f"{evidence.name}-vol{n:03d}.manifest.json"
         if not image.exists() or not manifest_path.exists():
-            proc = subprocess.run([sys.executable, "-m", "bdekit.cli.main", "synth", "create",
+            proc = subprocess.run([sys.executable, "-m", "bdekit", "synth", "create",
                                    str(image), "--size", str(size), "--seed", str(seed + n),
                                    "--recovery-password", "auto", "--manifest",
                                    str(manifest_path), "--force"], capture_output=True)
@@ -526,7 +526,7 @@ def bench_batch(work: Path, out_dir: str | None, jobs: int, size: int,
     results: dict[str, float] = {}
     for workers in sorted({1, 2, os.cpu_count() or 1}):
         out = Path(tempfile.mkdtemp(prefix="bdekit-bench-batch-", dir=out_dir or work))
-        cmd = [sys.executable, "-m", "bdekit.cli.main", "-q", "batch", str(evidence), "-o",
+        cmd = [sys.executable, "-m", "bdekit", "-q", "batch", str(evidence), "-o",
                str(out / "o"), "--keyring", str(escrow), "--workers", str(workers)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         elapsed, proc = timed(cmd)
@@ -621,21 +621,21 @@ def bench_memory(work: Path, seed: int, memory_size: int) -> dict[str, Any]:
     rows["memory: image MiB"] = size / MiB
     warm(mem)
     image = images["aes-xts-128"][0]
-    t, done = timed([sys.executable, "-m", "bdekit.cli.main", "-q", "keys", "from-memory",
+    t, done = timed([sys.executable, "-m", "bdekit", "-q", "keys", "from-memory",
                      str(image), str(mem), "--json"])
     rows["memory: keys from-memory MB/s (whole command)"] = size / t / 1e6 \
         if done.returncode == 0 else None
     out = work / "memory-out.img"
     for method, (path, _manifest) in images.items():
         drop_file(out)
-        t, done = timed([sys.executable, "-m", "bdekit.cli.main", "-q", "decrypt", str(path),
+        t, done = timed([sys.executable, "-m", "bdekit", "-q", "decrypt", str(path),
                          str(out), "--memory", str(mem), "--no-hash"])
         rows[f"memory: decrypt --memory s, {method}"] = t if done.returncode == 0 else None
     drop_file(out)
     sparse = work / "sparse-2t.img"
     shutil.copyfile(image, sparse)
     os.truncate(sparse, 2 << 40)
-    t, done = timed([sys.executable, "-m", "bdekit.cli.main", "hash", str(sparse)])
+    t, done = timed([sys.executable, "-m", "bdekit", "hash", str(sparse)])
     rows["hash on a 2 TB sparse image, seconds"] = t if done.returncode == 0 else None
     for path in (sparse, mem, *(p for p, _m in images.values())):
         drop_file(path)

@@ -337,7 +337,9 @@ def test_decrypt_does_not_load_the_other_commands() -> None:
 #: pure ciphers' numpy, the progress bar, X.509, the memory search, HTML pages, batch.
 _NOT_FOR_A_PLAIN_DECRYPT = ("numpy", "tqdm", "cryptography.x509", "bdekit.memory.search",
                             "bdekit.report.pages", "bdekit.batch.spec", "bdekit.format.majority",
-                            "bdekit.crypto.plausibility", "bdekit.escrow.keyring")
+                            "bdekit.crypto.plausibility", "bdekit.escrow.keyring",
+                            "bdekit.unlock.certificates",
+                            "cryptography.hazmat.primitives.serialization.ssh")
 
 
 def _decrypt_and_list_modules(tmp_path: Path, pure: bool) -> tuple[set[str], str]:
@@ -374,3 +376,27 @@ def test_plain_decrypt_loads_no_numpy_on_the_native_path(tmp_path: Path) -> None
     assert sorted(set(_NOT_FOR_A_PLAIN_DECRYPT) & loaded) == []
     loaded_pure, _sha = _decrypt_and_list_modules(tmp_path, pure=True)
     assert "numpy" in loaded_pure
+
+
+def test_console_script_exit_runs_atexit_flushes_and_keeps_the_status(tmp_path: Path) -> None:
+    """The console script ends without the interpreter's teardown, but after the atexit
+    handlers, with stdout flushed into a pipe and the command's exit status."""
+    marker = tmp_path / "atexit-ran"
+    teardown = tmp_path / "teardown-ran"
+    code = ("import atexit, sys\n"
+            f"atexit.register(lambda: open({str(marker)!r}, 'w').write('yes'))\n"
+            "class Late:\n"
+            f"    def __del__(self, _open=open): _open({str(teardown)!r}, 'w').write('y')\n"
+            "late = Late()\n"
+            "from bdekit.cli.entry import main\n"
+            "sys.argv = ['bdekit'] + sys.argv[1:]\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True,
+                          text=True)
+    assert proc.returncode == EXIT_OK and "bdekit" in proc.stdout
+    assert marker.read_text() == "yes"
+    assert not teardown.exists()  # the fast exit was taken: no teardown of module globals
+    proc = subprocess.run([sys.executable, "-c", code, "decrypt", str(tmp_path / "none.img"),
+                           str(tmp_path / "out.img")], capture_output=True, text=True)
+    assert proc.returncode == EXIT_USAGE and proc.stderr.startswith("bdekit: error:")
+    assert not (tmp_path / "out.img").exists()

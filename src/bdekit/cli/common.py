@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,8 +36,10 @@ from bdekit.cli.cmdline import OFFSET
 from bdekit.errors import UsageError
 from bdekit.escrow.secrets import Secrets, UnlockResult
 from bdekit.image.bounded import read_bek
-from bdekit.unlock.certificates import Certificate, load_certificate
 from bdekit.unlock.policy import UnlockableVolume, UnlockPolicy
+
+if TYPE_CHECKING:
+    from bdekit.unlock.certificates import Certificate
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +214,10 @@ def _certificates(kwargs: dict[str, Any]) -> list[Certificate]:
     cert_paths = list(kwargs.pop("certificate", ()) or ())
     if cert_key and len(cert_paths) != 1:
         raise UsageError("--certificate-key needs exactly one --certificate")
+    if not cert_paths:
+        return []  # the asymmetric cryptography of certificates stays unloaded
+    from bdekit.unlock.certificates import load_certificate  # noqa: PLC0415
+
     return [load_certificate(path, cert_password, cert_key) for path in cert_paths]
 
 

@@ -7,12 +7,23 @@ would print a traceback. :func:`main` installs a handler that exits at once with
 handler back for the command itself (which reports an interrupt the same way and cleans up
 its partial output), and the quiet handler again once the command returns, for the
 interpreter's shutdown.
+
+Once the command has returned, :func:`_exit` ends the process without the interpreter's
+teardown (freeing every module and object one by one, about 10 ms after a decrypt): it runs
+the ``atexit`` handlers (logging's flush and close among them), flushes stdout and stderr and
+calls ``os._exit`` with the command's status. Every file bdekit writes is closed by then.
+When another thread still runs, or a stream cannot be flushed, the interpreter exits the
+usual way instead.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
+import sys
+import threading
 from types import FrameType
 
 EXIT_INTERRUPTED = 130
@@ -32,9 +43,30 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cli_main(argv)
+        status: object = 0
+    except SystemExit as exc:
+        status = exc.code
     finally:
         signal.signal(signal.SIGINT, _quiet_exit)
+    if argv is not None:  # called from Python with its own arguments: a plain SystemExit
+        raise SystemExit(status)
+    _exit(status)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
+def _exit(status: object) -> None:
+    """End the process with ``status`` (see the module docstring); returns only by raising
+    ``SystemExit`` when the usual exit must be taken."""
+    if status is None:
+        status = 0
+    if not isinstance(status, int) or threading.active_count() > 1:
+        raise SystemExit(status)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        raise SystemExit(status) from None
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(status)

@@ -38,7 +38,6 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bdekit.format.constants import DatumType
@@ -80,6 +79,8 @@ class RsaPublicKey:
 
 
 def public_key_fingerprint(key: rsa.RSAPublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 (start-up time)
+
     der = key.public_bytes(serialization.Encoding.DER,
                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()

@@ -52,7 +52,7 @@ from bdekit.format.constants import (
 )
 from bdekit.format.metadata import Metadata
 from bdekit.format.protector import TPM_TYPES, Protector, protector_versions, protectors_of
-from bdekit.unlock import certificates, tpm
+from bdekit.unlock import tpm
 from bdekit.unlock.vmk import decrypt_fvek, normalise_fvek, protector_key, unwrap_protector
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ def _open_protector(metadata: Metadata, protector: Protector, cand: KeyCandidate
                     ) -> bytes | None:
     """The VMK ``cand`` unwraps from ``protector`` (raises WrongKeyError), or None."""
     if cand.kind == SecretKind.CERTIFICATE:
+        # loaded with a certificate only: its asymmetric cryptography costs start-up time
+        from bdekit.unlock import certificates  # noqa: PLC0415
+
         return certificates.unwrap_vmk(protector, cand.value, metadata=metadata)
     if cand.kind == SecretKind.TPM:
         return tpm.open_tpm_protector(metadata, protector, cand.value)
