@@ -129,6 +129,33 @@ def test_class3_all_copies_damaged_alike_is_never_exit_0(subject: Subject, work:
     assert report["bytes_unrecovered"] == report["volume_size"]
 
 
+GUID_AT = 160  # the Windows 7+ GUID record in the volume header: GUID, then 3 x u64 offsets
+
+
+@pytest.mark.parametrize("command", ["decrypt", "repair"])
+def test_destroyed_header_guid_is_found_by_the_offsets_after_it(
+        subject: Subject, work: Path, command: str) -> None:
+    """Every byte of the header's BitLocker GUID destroyed (beyond the near-miss tolerance):
+    the header reads as Vista's, whose copy is not there; the three offsets after the GUID
+    name the copies, so decrypt serves the plaintext (the output's first sector comes from
+    the relocated boot sector, not from the header) and reports the decision."""
+    assert subject.image[GUID_AT:GUID_AT + 16] != b"\x55" * 16
+    outcome, report = _run(subject, [(GUID_AT, b"\x55" * 16)], work, command)
+    assert outcome == "exact"
+    assert report["metadata_trust"] == "verified"
+    fields = {d["field"] for d in report["metadata_decisions"]}  # type: ignore[union-attr]
+    assert "volume header GUID record" in fields
+
+
+def test_destroyed_guid_and_offsets_still_refuse_in_decrypt(subject: Subject,
+                                                           work: Path) -> None:
+    """With the offsets gone too, nothing names the copies: decrypt refuses (exit 3, nothing
+    written; ``repair`` scans for the copies)."""
+    outcome, _ = _run(subject, [(GUID_AT, bytes(40))], work)
+    assert outcome == "refused"
+    assert not (work / "out.img").exists()
+
+
 def test_judge_catches_what_it_should() -> None:
     """The rule itself: wrong bytes at exit 0 and unlisted wrong bytes at exit 6 are caught."""
     ref = bytes(range(256)) * 8

@@ -11,11 +11,20 @@ one (:mod:`bdekit.unlock.integrity`) is, in order: a copy whose CRC holds and wh
 majority; any copy whose CRC holds; the majority when it parses and its CRC holds; the first
 copy that parses; the majority. Only when none of these exists is the metadata unusable
 (:class:`~bdekit.errors.MetadataError`).
+
+A Windows 7+ header whose GUID record lost its GUID (more bytes than the near-miss tolerance
+of :func:`~bdekit.format.metadata.parse_volume_header`) parses as a Vista header, and the
+Vista reading then finds no copy. Before giving up, the three offsets at the GUID record's two
+places (offset 160, and 424 for BitLocker To Go) are read as the copies' offsets; they serve
+when a copy there holds BitLocker metadata, and the report lists the destroyed GUID among the
+metadata decisions. The copies themselves are then weighed and verified as always.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
 from bdekit.errors import MetadataError
 from bdekit.format.consensus import Vote, field_namer, vote, vote_span
@@ -29,6 +38,7 @@ from bdekit.format.metadata import (
     read_metadata_copy,
 )
 from bdekit.format.steering import check_steering
+from bdekit.format.structs import GUID_RECORD_OFFSET, TOGO_GUID_RECORD_OFFSET
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +133,14 @@ def read_metadata(read: ReadFn, path: str | None = None,
     copies = _read_copies(read, header, path, image_size)
     voted, result = _vote_copy(read, copies, path, image_size)
     best = choose_copy(copies, voted)
+    header_decisions: list[dict[str, Any]] = []
+    if best is None:
+        found = _lost_guid_record(read, header, path, image_size)
+        if found is not None:
+            header, copies, decision = found
+            header_decisions.append(decision)
+            voted, result = _vote_copy(read, copies, path, image_size)
+            best = choose_copy(copies, voted)
     if best is None:
         reasons = "; ".join(f"copy {c.index} at {c.offset}: {c.status}" for c in copies)
         raise MetadataError(f"no usable BitLocker metadata ({reasons})", path=path)
@@ -130,7 +148,8 @@ def read_metadata(read: ReadFn, path: str | None = None,
         if copy is not best and copy.status != "ok":
             log.warning("metadata copy %d at offset %d: %s (%s serves)", copy.index,
                         copy.offset, copy.status, _name(best))
-    decisions = [d.to_json() for d in result.disagreements] if result is not None else []
+    decisions = header_decisions + ([d.to_json() for d in result.disagreements]
+                                    if result is not None else [])
     if best.index == 0:
         log.warning("no metadata copy is intact on its own: the majority of the copies serves")
     md = Metadata(header=header, copies=copies, best=best, vote_copy=voted,
@@ -138,6 +157,34 @@ def read_metadata(read: ReadFn, path: str | None = None,
                   vote_undecided=bool(result is not None and result.undecided))
     md.vote_decisions += check_steering(md, image_size)  # misaligned / outvoted offsets
     return md
+
+
+def _lost_guid_record(read: ReadFn, header: VolumeHeader, path: str | None,
+                      image_size: int | None
+                      ) -> tuple[VolumeHeader, list[MetadataCopy], dict[str, Any]] | None:
+    """A header read as Vista's whose copies are all unusable: the Windows 7+ header it may be,
+    with a destroyed GUID (module docstring). (header, copies, report decision) or None."""
+    if header.kind != HeaderKind.VISTA or len(header.raw) < 512:
+        return None
+    places = ((GUID_RECORD_OFFSET, HeaderKind.WIN7), (TOGO_GUID_RECORD_OFFSET, HeaderKind.TOGO))
+    for at, kind in places:
+        offsets = [int.from_bytes(header.raw[at + 16 + 8 * i:at + 24 + 8 * i], "little")
+                   for i in range(3)]
+        if 0 in offsets or len(set(offsets)) != 3:
+            continue  # not three distinct copy offsets: no GUID record here
+        copies = [read_metadata_copy(read, off, index, path, image_size)
+                  for index, off in enumerate(offsets, start=1)]
+        if not any(copy.usable for copy in copies):
+            continue
+        log.warning("%svolume header: no BitLocker GUID at offset %d, but the offsets after it "
+                    "name metadata copies: taken as a %s header whose GUID is destroyed",
+                    f"{path}: " if path else "", at, kind)
+        decision = {"field": "volume header GUID record", "value": f"offset {at}",
+                    "decided_by": "the GUID is destroyed; the copy offsets after it name "
+                                  "BitLocker metadata, so they serve"}
+        return (dataclasses.replace(header, kind=kind, metadata_offsets=offsets,
+                                    guid_record_offset=at), copies, decision)
+    return None
 
 
 def _name(copy: MetadataCopy) -> str:
