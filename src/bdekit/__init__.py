@@ -11,9 +11,9 @@ command line's entry point, :mod:`bdekit.cli.entry`) starts fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bdekit._lazy import lazy_getattr
 from bdekit._version import __version__
 from bdekit.errors import BdeError
 
@@ -21,16 +21,8 @@ if TYPE_CHECKING:
     from bdekit.volume.bde import BdeVolume, open_bde, open_volume
     from bdekit.volume.stream import DecryptedStream
 
-_LAZY = {"BdeVolume": "bdekit.volume.bde", "open_bde": "bdekit.volume.bde",
-         "open_volume": "bdekit.volume.bde", "DecryptedStream": "bdekit.volume.stream"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bdekit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, {
+    "BdeVolume": "volume.bde", "open_bde": "volume.bde", "open_volume": "volume.bde",
+    "DecryptedStream": "volume.stream"}, globals())
 
 __all__ = ["BdeError", "BdeVolume", "DecryptedStream", "__version__", "open_bde", "open_volume"]

@@ -28,8 +28,9 @@ line's report options import :mod:`~bdekit.batch.spec`) does not load the pools 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bdekit._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from bdekit.batch.cluster import DaskCluster
@@ -39,20 +40,10 @@ if TYPE_CHECKING:
     from bdekit.batch.summary import BatchSummary, format_table
     from bdekit.batch.worker import run_job
 
-_LAZY = {"DaskCluster": "cluster", "LocalPool": "local", "load_jobs": "runner",
-         "run_batch": "runner", "MODES": "spec", "BatchOptions": "spec", "JobResult": "spec",
-         "JobSpec": "spec", "BatchSummary": "summary", "format_table": "summary",
-         "run_job": "worker"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bdekit.batch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"bdekit.batch.{module}"), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_getattr(__name__, {
+    "DaskCluster": "cluster", "LocalPool": "local", "load_jobs": "runner", "run_batch": "runner",
+    "MODES": "spec", "BatchOptions": "spec", "JobResult": "spec", "JobSpec": "spec",
+    "BatchSummary": "summary", "format_table": "summary", "run_job": "worker"}, globals())
 
 __all__ = ["MODES", "BatchOptions", "BatchSummary", "DaskCluster", "JobResult", "JobSpec",
            "LocalPool", "format_table", "load_jobs", "run_batch", "run_job"]

@@ -20,11 +20,11 @@ The page builders are imported when first used (PEP 562), so a command that only
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from bdekit._lazy import lazy_getattr
 from bdekit.errors import OutputExistsError, UsageError
 from bdekit.image.files import write_atomic
 
@@ -34,18 +34,10 @@ if TYPE_CHECKING:
     from bdekit.report.pages import info_page, report_page, scan_page
     from bdekit.report.sections import Page
 
-_LAZY = {"INDEX_PAGE": "batch_pages", "JOB_PAGE": "batch_pages", "index_page": "batch_pages",
-         "job_page": "batch_pages", "render": "html", "info_page": "pages",
-         "report_page": "pages", "scan_page": "pages", "Page": "sections"}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bdekit.report' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"bdekit.report.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, {
+    "INDEX_PAGE": "batch_pages", "JOB_PAGE": "batch_pages", "index_page": "batch_pages",
+    "job_page": "batch_pages", "render": "html", "info_page": "pages", "report_page": "pages",
+    "scan_page": "pages", "Page": "sections"}, globals())
 
 __all__ = ["INDEX_PAGE", "JOB_PAGE", "Page", "check_target", "index_page", "info_page",
            "job_page", "render", "render_report", "report_page", "scan_page", "write_html"]
