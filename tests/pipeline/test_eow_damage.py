@@ -135,6 +135,18 @@ def test_eow_guid_gone_found_by_its_offsets(eow: tuple[Subject, EowImage, Path],
     assert outcome == "exact"
 
 
+def test_eow_guid_destroyed_is_found_by_its_offsets(eow: tuple[Subject, EowImage, Path],
+                                                    tmp_path: Path) -> None:
+    """Every byte of the EOW GUID destroyed (the header then reads as Vista's): the copy
+    offsets after the record name the metadata and the EOW offsets lead to information blocks
+    that verify, so the bitmaps are used and the output is exact."""
+    subject, _where, _img = eow
+    outcome, report = _run(subject, [(160, b"\x5a" * 16)], tmp_path)
+    assert outcome == "exact"
+    fields = {d["field"] for d in report["metadata_decisions"]}  # type: ignore[union-attr]
+    assert "volume header GUID record" in fields
+
+
 def test_status_code_of_a_guess(eow: tuple[Subject, EowImage, Path], tmp_path: Path) -> None:
     """A guess is never exit 0, even when every guessed sector came out right."""
     subject, where, _img = eow
